@@ -1,0 +1,1 @@
+"""riskguard message and configuration schemas (pydantic v2)."""

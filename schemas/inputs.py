@@ -1,0 +1,130 @@
+"""Input messages of SPEC §4: Bar, Fill, Signal, Equity, Control."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from schemas.base import EventTime, Finite, InputModel, Name, NonNegativeFinite, PositiveFinite
+
+
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class Direction(StrEnum):
+    LONG = "LONG"
+    SHORT = "SHORT"
+    FLAT = "FLAT"
+
+
+class Command(StrEnum):
+    HALT = "HALT"
+    RESUME = "RESUME"
+    REBALANCE = "REBALANCE"
+    SET_REGIME = "SET_REGIME"
+
+
+class Bar(InputModel):
+    """One OHLCV bar of a symbol; the market clock of the guards."""
+
+    symbol: Name
+    ts: EventTime
+    open: PositiveFinite
+    high: PositiveFinite
+    low: PositiveFinite
+    close: PositiveFinite
+    volume: NonNegativeFinite = 0.0
+
+    @model_validator(mode="after")
+    def _ohlc_consistent(self) -> Bar:
+        if not self.low <= min(self.open, self.close) <= max(self.open, self.close) <= self.high:
+            raise ValueError(
+                f"inconsistent OHLC: need low <= min(open, close) <= max(open, close) <= high, got "
+                f"open={self.open} high={self.high} low={self.low} close={self.close}"
+            )
+        return self
+
+
+class Fill(InputModel):
+    """An execution report; repeated fill ids are ignored."""
+
+    fill_id: Name
+    account: Name
+    symbol: Name
+    side: Side
+    qty: PositiveFinite
+    price: PositiveFinite
+    ts: EventTime
+    fee: NonNegativeFinite = 0.0
+    decision_id: Name | None = None
+
+    @property
+    def signed_qty(self) -> float:
+        return self.qty if self.side is Side.BUY else -self.qty
+
+
+class Signal(InputModel):
+    """A strategy's wish for one symbol: exactly one of target_notional, target_weight, direction."""
+
+    signal_id: Name
+    account: Name
+    symbol: Name
+    ts: EventTime
+    strategy: Name = "default"
+    price: PositiveFinite | None = None
+    target_notional: Finite | None = None
+    target_weight: Finite | None = None
+    direction: Direction | None = None
+    atr: PositiveFinite | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_target(self) -> Signal:
+        given = [
+            name
+            for name in ("target_notional", "target_weight", "direction")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "a signal needs exactly one of target_notional, target_weight, direction; "
+                f"got {given or 'none'}"
+            )
+        return self
+
+
+class Equity(InputModel):
+    """Account equity (incl. open P&L), optional balance (closed P&L only) and cash."""
+
+    account: Name
+    ts: EventTime
+    equity: NonNegativeFinite
+    balance: NonNegativeFinite | None = None
+    cash: Finite | None = None
+
+
+class Control(InputModel):
+    """A signed operator command (SPEC §8)."""
+
+    command: Command
+    account: Name
+    ts: EventTime
+    issued_by: Name
+    nonce: Name
+    expires_at: EventTime
+    params: dict[str, Any] = Field(default_factory=dict)
+    signature: str | None = None
+
+
+InputTopic = Literal["bars", "fills", "signals", "equity", "control"]
+
+INPUT_MODELS: dict[str, type[InputModel]] = {
+    "bars": Bar,
+    "fills": Fill,
+    "signals": Signal,
+    "equity": Equity,
+    "control": Control,
+}

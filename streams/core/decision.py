@@ -1,0 +1,307 @@
+"""The decision kernel: one requested trade, its context, its verdict (seed 001 evaluation order).
+
+`evaluate(ctx)` is a pure function of a `TradeContext`. The engine gathers the context from the
+level states; the context is published as the decision's `facts`, so an auditor can re-derive
+every verdict from the facts alone (`riskguard verify`).
+
+Order (SPEC §6.3): target caps (per_symbol) -> signal change -> band -> split into the closing
+(risk-reducing) part and the opening (risk-increasing) part -> on the opening part only: account
+gate, re-entry veto, per-trade clip, lot rounding, dust, entry quota (account), cluster, group,
+portfolio (gross, net, concentration). Exits and closing parts are never clipped or denied.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+_EPS = 1e-9
+_BLOCKING_STATES = {
+    "HALTED": "account_halted",
+    "SHUTDOWN": "account_shutdown",
+    "REDUCING": "account_reducing",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TradeContext:
+    """Every number a decision depends on; published as `facts`."""
+
+    origin: str
+    price: float
+    filled_qty: float
+    pending_qty: float
+    equity: float
+    trading_state: str
+    exit: bool = False
+    exit_reason: str = ""
+    exit_layer: str = "per_symbol"
+    requested_target: float | None = None
+    committed_target: float | None = None
+    check_signal_change: bool = True
+    signal_change_threshold: float = 0.05
+    vetoed: bool = False
+    symbol_cap: float | None = None
+    weight_cap: float | None = None
+    band_pct: float = 0.0
+    band_enabled: bool = True
+    rebalance_to: str = "edge"
+    max_notional: float | None = None
+    lot_size: float = 1.0
+    min_order_notional: float = 0.0
+    quota_headroom: float | None = None
+    cluster_id: str = ""
+    cluster_exposure: float = 0.0
+    cluster_cap: float | None = None
+    cluster_critical: float | None = None
+    group: str = "Default"
+    group_exposure: float = 0.0
+    group_cap: float | None = None
+    group_critical: float | None = None
+    gross: float = 0.0
+    gross_cap: float | None = None
+    net: float = 0.0
+    net_cap: float | None = None
+    position_critical: float | None = None
+    vol_scale: float = 1.0
+
+    @property
+    def projected_qty(self) -> float:
+        return self.filled_qty + self.pending_qty
+
+    def to_facts(self) -> dict[str, Any]:
+        """The context as a JSON-ready mapping."""
+        return asdict(self)
+
+    @classmethod
+    def from_facts(cls, facts: dict[str, Any]) -> TradeContext:
+        """Rebuild a context from published facts (unknown keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in facts.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class Clip:
+    layer: str
+    reason: str
+    before: float
+    after: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The verdict: action, signed quantity and the layer that decided it."""
+
+    action: str
+    side: str | None
+    qty: float
+    requested_qty: float
+    layer: str
+    reason: str
+    clips: tuple[Clip, ...] = ()
+    commit_target: float | None = None
+    band: tuple[float, float] | None = None
+    opening_notional: float = 0.0
+    published: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def signed_qty(self) -> float:
+        if self.action not in ("ALLOW", "CLIP") or self.side is None:
+            return 0.0
+        return self.qty if self.side == "BUY" else -self.qty
+
+
+def round_lot_nearest(qty: float, lot: float) -> float:
+    """Round a non-negative quantity to the nearest lot (half up)."""
+    return math.floor(qty / lot + 0.5 + _EPS) * lot
+
+
+def round_lot_down(qty: float, lot: float) -> float:
+    """Round a non-negative quantity toward zero to a whole lot."""
+    return math.floor(qty / lot + _EPS) * lot
+
+
+def band_of(target: float, band_pct: float) -> tuple[float, float]:
+    """The no-trade band around a target notional, mirrored for short targets."""
+    if target >= 0:
+        return target * (1 - band_pct), target * (1 + band_pct)
+    return target * (1 + band_pct), target * (1 - band_pct)
+
+
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
+
+
+def _cap_target(ctx: TradeContext, target: float) -> tuple[float, list[Clip]]:
+    clips: list[Clip] = []
+    for limit, reason in ((ctx.symbol_cap, "symbol_cap"), (ctx.weight_cap, "max_weight")):
+        if limit is not None and abs(target) > limit:
+            capped = _sign(target) * max(limit, 0.0)
+            clips.append(Clip("per_symbol", reason, abs(target), abs(capped)))
+            target = capped
+    return target, clips
+
+
+def _goal(ctx: TradeContext, target: float, value: float) -> tuple[float | None, str, tuple[float, float]]:
+    """Where to trade to: None inside the band, else the edge (or target) and the reason."""
+    lo, hi = band_of(target, ctx.band_pct if ctx.band_enabled else 0.0)
+    if lo <= value <= hi:
+        return None, "within_band", (lo, hi)
+    to_target = ctx.rebalance_to == "target" or not ctx.band_enabled or target == 0
+    if value < lo:
+        return (
+            (target if to_target else lo),
+            ("buy_to_target" if to_target else "buy_to_lower_bound"),
+            (lo, hi),
+        )
+    return (target if to_target else hi), ("sell_to_target" if to_target else "sell_to_upper_bound"), (lo, hi)
+
+
+def _exit(ctx: TradeContext) -> Outcome:
+    pos = ctx.projected_qty
+    if pos == 0:
+        return Outcome("NOOP", None, 0.0, 0.0, ctx.exit_layer, "already_flat", published=False)
+    side = "SELL" if pos > 0 else "BUY"
+    return Outcome("ALLOW", side, abs(pos), abs(pos), ctx.exit_layer, ctx.exit_reason)
+
+
+def _headrooms(ctx: TradeContext, side_sign: int, value_after_close: float) -> list[tuple[str, str, float]]:
+    """(layer, reason, headroom in currency) for the opening part, in evaluation order."""
+    value = ctx.projected_qty * ctx.price
+    shift = abs(value_after_close) - abs(value)
+    rooms: list[tuple[str, str, float]] = []
+    if ctx.quota_headroom is not None:
+        rooms.append(("account", "entry_quota", ctx.quota_headroom))
+    if ctx.cluster_cap is not None:
+        rooms.append(("cluster", "cluster_cap", ctx.cluster_cap - (ctx.cluster_exposure + shift)))
+    if ctx.group_cap is not None:
+        rooms.append(("group", "group_cap", ctx.group_cap - (ctx.group_exposure + shift)))
+    if ctx.gross_cap is not None:
+        rooms.append(("portfolio", "gross_cap", ctx.gross_cap - (ctx.gross + shift)))
+    if ctx.net_cap is not None:
+        net0 = ctx.net - value + value_after_close
+        # A trade that shrinks |net| always passes: against the net it may go up to 2|net0|.
+        if side_sign * net0 >= 0:
+            room = ctx.net_cap - abs(net0)
+        else:
+            room = max(2 * abs(net0), abs(net0) + ctx.net_cap)
+        rooms.append(("portfolio", "net_cap", room))
+    if ctx.position_critical is not None:
+        rooms.append(("portfolio", "concentration_position", ctx.position_critical - abs(value_after_close)))
+    if ctx.group_critical is not None:
+        rooms.append(("group", "concentration_group", ctx.group_critical - (ctx.group_exposure + shift)))
+    if ctx.cluster_critical is not None:
+        rooms.append(
+            ("cluster", "concentration_cluster", ctx.cluster_critical - (ctx.cluster_exposure + shift))
+        )
+    return rooms
+
+
+def evaluate(ctx: TradeContext) -> Outcome:
+    """Decide one requested trade from its context (pure, deterministic)."""
+    if ctx.exit:
+        return _exit(ctx)
+    if ctx.requested_target is None:
+        raise ValueError("a non-exit trade needs requested_target")
+    price = ctx.price
+    pos = ctx.projected_qty
+    value = pos * price
+    raw_target = ctx.requested_target
+
+    target, clips = _cap_target(ctx, raw_target)
+    if (
+        ctx.check_signal_change
+        and ctx.committed_target is not None
+        and abs(target - ctx.committed_target) <= ctx.signal_change_threshold * abs(ctx.committed_target)
+    ):
+        return Outcome("NOOP", None, 0.0, 0.0, "per_symbol", "signal_unchanged", tuple(clips))
+
+    goal, reason, band = _goal(ctx, target, value)
+    raw_goal, _, _ = _goal(ctx, raw_target, value)
+    requested_qty = (
+        round_lot_nearest(abs(raw_goal - value) / price, ctx.lot_size) if raw_goal is not None else 0.0
+    )
+    if goal is None:
+        return Outcome("NOOP", None, 0.0, requested_qty, "per_symbol", reason, tuple(clips), target, band)
+
+    delta_qty = (goal - value) / price
+    side_sign = _sign(delta_qty)
+    side = "BUY" if side_sign > 0 else "SELL"
+
+    # Split: the part that moves toward zero (never clipped) and the part that opens risk.
+    if pos != 0 and _sign(pos) != side_sign:
+        if abs(delta_qty) >= abs(pos) or goal == 0:
+            close_qty = abs(pos)
+            open_raw = abs(delta_qty) - abs(pos) if goal != 0 else 0.0
+        else:
+            close_qty = min(round_lot_nearest(abs(delta_qty), ctx.lot_size), abs(pos))
+            open_raw = 0.0
+    else:
+        close_qty, open_raw = 0.0, abs(delta_qty)
+
+    open_qty = 0.0
+    deciding_layer, deciding_reason = "per_symbol", reason
+    denied: tuple[str, str] | None = None
+    if open_raw > 0:
+        open_notional = open_raw * price
+        blocked = _BLOCKING_STATES.get(ctx.trading_state)
+        if blocked is not None:
+            denied = ("account", blocked)
+        elif ctx.vetoed:
+            denied = ("per_symbol", "reentry_veto")
+        else:
+            if ctx.max_notional is not None:
+                room = max(ctx.max_notional - close_qty * price, 0.0)
+                if open_notional > room:
+                    clips.append(Clip("per_trade", "max_notional", open_notional, room))
+                    open_notional = room
+            rounder = round_lot_down if clips else round_lot_nearest
+            open_qty = rounder(open_notional / price, ctx.lot_size)
+            if open_qty <= 0 or open_qty * price < ctx.min_order_notional:
+                if open_qty > 0 or close_qty == 0:
+                    clips.append(Clip("per_trade", "dust", open_notional, 0.0))
+                denied = ("per_trade", "dust")
+                open_qty = 0.0
+            else:
+                value_after_close = 0.0 if close_qty > 0 else value
+                for layer, why, room in _headrooms(ctx, side_sign, value_after_close):
+                    notional = open_qty * price
+                    if notional > room:
+                        clipped = round_lot_down(max(room, 0.0) / price, ctx.lot_size)
+                        if clipped <= 0 or clipped * price < ctx.min_order_notional:
+                            clips.append(Clip(layer, why, notional, 0.0))
+                            denied, open_qty = (layer, why), 0.0
+                            break
+                        clips.append(Clip(layer, why, notional, clipped * price))
+                        open_qty = clipped
+        if denied is not None and close_qty == 0:
+            layer, why = denied
+            commit = None if layer == "account" or why == "reentry_veto" else target
+            return Outcome("DENY", side, 0.0, requested_qty, layer, why, tuple(clips), commit, band)
+
+    qty = close_qty + open_qty
+    if qty <= 0:
+        return Outcome(
+            "NOOP", None, 0.0, requested_qty, "per_symbol", "zero_quantity", tuple(clips), target, band
+        )
+    if denied is not None:
+        deciding_layer, deciding_reason = denied
+    elif clips:
+        deciding_layer, deciding_reason = clips[-1].layer, clips[-1].reason
+    action = "CLIP" if clips or denied is not None else "ALLOW"
+    if goal == 0 and action == "ALLOW":
+        deciding_reason = "close_position"
+    return Outcome(
+        action,
+        side,
+        qty,
+        max(requested_qty, qty),
+        deciding_layer,
+        deciding_reason,
+        tuple(clips),
+        target,
+        band,
+        opening_notional=open_qty * price,
+    )

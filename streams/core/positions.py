@@ -1,0 +1,104 @@
+"""Positions from fills, pending decisions and the closed-trade ledger (SPEC §6, §6.5).
+
+Projected position = filled quantity + quantity of ALLOW/CLIP decisions not yet filled. A fill
+carrying `decision_id` settles that decision; pending quantity expires `pending_ttl` after the
+decision in event time. Round trips (flat -> open -> flat) feed the Kelly ledger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Pending:
+    qty: float
+    expires_at: int
+
+
+@dataclass(slots=True)
+class Position:
+    """One symbol's book for one account."""
+
+    qty: float = 0.0
+    avg_entry: float = 0.0
+    peak: float = 0.0
+    trough: float = 0.0
+    trip_pnl: float = 0.0
+    last_price: float = 0.0
+    pending: dict[str, Pending] = field(default_factory=dict)
+
+    def pending_qty(self, ts: int) -> float:
+        """Unexpired pending quantity at event time `ts` (expired entries are dropped)."""
+        if not self.pending:
+            return 0.0
+        expired = [key for key, p in self.pending.items() if p.expires_at <= ts]
+        for key in expired:
+            del self.pending[key]
+        return sum(p.qty for p in self.pending.values())
+
+    def projected(self, ts: int) -> float:
+        return self.qty + self.pending_qty(ts)
+
+
+@dataclass(slots=True)
+class Ledger:
+    """Closed round trips of an account: counts and sums, enough for Kelly."""
+
+    wins: int = 0
+    losses: int = 0
+    win_sum: float = 0.0
+    loss_sum: float = 0.0
+
+    @property
+    def trades(self) -> int:
+        return self.wins + self.losses
+
+    def record(self, pnl: float) -> None:
+        if pnl > 0:
+            self.wins += 1
+            self.win_sum += pnl
+        else:
+            self.losses += 1
+            self.loss_sum += -pnl
+
+
+def apply_fill(
+    position: Position, ledger: Ledger, signed_qty: float, price: float, fee: float, decision_id: str | None
+) -> None:
+    """Apply one execution: settle its decision, move quantity, average entry and round-trip P&L."""
+    if decision_id is not None and decision_id in position.pending:
+        pending = position.pending[decision_id]
+        remaining = pending.qty - signed_qty
+        if pending.qty * remaining <= 0:
+            del position.pending[decision_id]
+        else:
+            pending.qty = remaining
+    qty = position.qty
+    position.trip_pnl -= fee
+    if qty == 0 or (qty > 0) == (signed_qty > 0):
+        new_qty = qty + signed_qty
+        position.avg_entry = (abs(qty) * position.avg_entry + abs(signed_qty) * price) / abs(new_qty)
+        if qty == 0:
+            position.peak = position.trough = price
+        position.qty = new_qty
+        return
+    closing = min(abs(signed_qty), abs(qty))
+    direction = 1.0 if qty > 0 else -1.0
+    position.trip_pnl += (price - position.avg_entry) * closing * direction
+    new_qty = qty + signed_qty
+    if abs(new_qty) < 1e-12 or (new_qty > 0) != (qty > 0):
+        ledger.record(position.trip_pnl)
+        position.trip_pnl = 0.0
+        if abs(new_qty) < 1e-12:
+            position.qty, position.avg_entry = 0.0, 0.0
+            return
+        position.avg_entry = price
+        position.peak = position.trough = price
+    position.qty = new_qty
+
+
+def add_pending(position: Position, decision_id: str, signed_qty: float, expires_at: int) -> None:
+    """Record an ALLOW/CLIP decision's quantity as pending until filled or expired."""
+    if signed_qty != 0:
+        position.pending[decision_id] = Pending(signed_qty, expires_at)
