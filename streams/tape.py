@@ -5,7 +5,7 @@ Bad lines never stop a replay: each becomes a DeadLetter output with its line nu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from schemas.base import InputModel
 from schemas.inputs import INPUT_MODELS
 from schemas.outputs import DeadLetter, DeadLetterSource
+from schemas.timefmt import format_ts
 from streams.core.engine import Engine, Output
 
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -114,17 +115,19 @@ def read_events(lines: Iterable[bytes]) -> Iterator[TapeEvent | tuple[int, bytes
 def encode(output: Output) -> bytes:
     """One output envelope as a JSON line (deterministic bytes)."""
     return (
-        orjson.dumps({"topic": output.topic, "key": output.key, "value": output.value.model_dump(mode="json")})
-        + b"\n"
+        orjson.dumps({"topic": output.topic, "key": output.key, "value": output.value.model_dump(mode="json")}) + b"\n"
     )
 
 
-def replay(engine: Engine, lines: Iterable[bytes], sink: IO[bytes], on_line: Any = None) -> int:
+def replay(
+    engine: Engine,
+    lines: Iterable[bytes],
+    sink: IO[bytes],
+    on_output: Callable[[Output], None] | None = None,
+) -> int:
     """Run a tape through the engine, writing every output; returns the number of input lines."""
     count = 0
     last_ts = "1970-01-01T00:00:00.000Z"
-    from schemas.timefmt import format_ts
-
     for item in read_events(lines):
         count += 1
         if isinstance(item, TapeEvent):
@@ -139,10 +142,12 @@ def replay(engine: Engine, lines: Iterable[bytes], sink: IO[bytes], on_line: Any
             outputs = [dead_letter(DeadLetterSource(line=number), _guess_key(raw), raw, error, last_ts)]
         for output in outputs:
             sink.write(encode(output))
-        if on_line is not None:
-            on_line(item)
+            if on_output is not None:
+                on_output(output)
     for output in engine.finish():
         sink.write(encode(output))
+        if on_output is not None:
+            on_output(output)
     return count
 
 

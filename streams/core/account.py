@@ -87,9 +87,7 @@ def figures(state: AccountState, rules: AccountRules) -> dict[str, float]:
         "peak_equity": state.peak_equity,
         "initial_balance": state.initial_balance,
         "daily_loss_pct": (base - equity) / base if base > 0 else 0.0,
-        "intraday_drawdown_pct": (state.peak_equity - equity) / state.peak_equity
-        if state.peak_equity > 0
-        else 0.0,
+        "intraday_drawdown_pct": (state.peak_equity - equity) / state.peak_equity if state.peak_equity > 0 else 0.0,
         "total_loss_pct": (state.initial_balance - equity) / state.initial_balance
         if state.initial_balance > 0
         else 0.0,
@@ -105,9 +103,7 @@ def _daily_base(state: AccountState, rules: AccountRules) -> float:
     return state.day_start_equity
 
 
-def _transition(
-    state: AccountState, new_state: str, reason: str, ts: int, rules: AccountRules
-) -> StateChange | None:
+def _transition(state: AccountState, new_state: str, reason: str, ts: int, rules: AccountRules) -> StateChange | None:
     if new_state == state.trading_state:
         return None
     previous = state.trading_state
@@ -142,7 +138,8 @@ def roll_day(state: AccountState, ts: int, rules: AccountRules) -> list[StateCha
     return changes
 
 
-def _target_state(state: AccountState, rules: AccountRules) -> tuple[str, str]:
+def target_state(state: AccountState, rules: AccountRules) -> tuple[str, str]:
+    """The most severe state the rules call for at the current figures."""
     equity = state.equity if state.equity is not None else 0.0
     initial = state.initial_balance
     if rules.max_total_loss_pct is not None and equity <= initial * (1 - rules.max_total_loss_pct):
@@ -175,9 +172,7 @@ def apply_equity(
     if not state.initialized:
         state.initialized = True
         state.initial_balance = (
-            rules.initial_balance
-            if rules.initial_balance is not None
-            else (balance if balance is not None else equity)
+            rules.initial_balance if rules.initial_balance is not None else (balance if balance is not None else equity)
         )
         state.day_start_equity = equity
         state.day_start_balance = balance if balance is not None else equity
@@ -193,16 +188,14 @@ def apply_equity(
         state.trailing_mark = max(state.trailing_mark, equity)
     if state.trading_state == "SHUTDOWN":
         return []
-    wanted, reason = _target_state(state, rules)
+    wanted, reason = target_state(state, rules)
     if state.trading_state == "HALTED" and SEVERITY[wanted] < SEVERITY["SHUTDOWN"]:
         return []
     change = _transition(state, wanted, reason, ts, rules)
     return [change] if change is not None else []
 
 
-def force_state(
-    state: AccountState, new_state: str, reason: str, ts: int, rules: AccountRules
-) -> list[StateChange]:
+def force_state(state: AccountState, new_state: str, reason: str, ts: int, rules: AccountRules) -> list[StateChange]:
     """Operator HALT/RESUME: set the state directly (RESUME is the only way out of SHUTDOWN)."""
     change = _transition(state, new_state, reason, ts, rules)
     return [change] if change is not None else []

@@ -1,0 +1,209 @@
+"""The `riskguard` command line (typer): replay, verify, gen, schema."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Annotated, Literal
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from schemas.config import Config, ConfigError, load_config
+from schemas.outputs import Decision, Halt, RiskEvent
+from schemas.timefmt import format_ts
+from streams.core.engine import Output
+
+app = typer.Typer(
+    name="riskguard",
+    help="Hierarchical trading-risk guard: replay tapes, verify decisions, generate data.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file.")]
+
+
+def _config(path: Path | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        err.print(f"[bold red]configuration error[/]\n{exc}")
+        raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def _open_in(path: str) -> Iterator[IO[bytes]]:
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        handle = Path(path).open("rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        err.print(f"[bold red]cannot read {path}[/]: {exc.strerror}")
+        raise typer.Exit(2) from None
+    with handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def _open_out(path: str) -> Iterator[IO[bytes]]:
+    if path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as handle:
+        yield handle
+
+
+def _show_progress(path: str) -> bool:
+    return path != "-" and err.is_terminal
+
+
+_COLOURS = {"ALLOW": "green", "CLIP": "yellow", "DENY": "red", "NOOP": "dim"}
+
+
+def _printer(console: Console) -> Callable[[Output], None]:
+    """A live, one-line-per-message view of decisions, halts and warnings."""
+
+    def show(output: Output) -> None:
+        value = output.value
+        if isinstance(value, Decision) and value.action.value != "NOOP":
+            colour = _COLOURS[value.action.value]
+            side = value.side.value if value.side else "-"
+            console.print(
+                f"{format_ts(value.ts)[:19]} [{colour}]{value.action.value:<5}[/] {value.account:<6} "
+                f"{side:<4} {value.qty:>8g} {value.symbol:<6} @ {value.price:<9.2f} "
+                f"[cyan]{value.layer.value}[/]/{value.reason} ({value.origin.value})"
+            )
+        elif isinstance(value, Halt):
+            console.print(
+                f"{format_ts(value.ts)[:19]} [bold magenta]HALT[/]  {value.account:<6} "
+                f"{value.previous_state.value} -> [bold]{value.state.value}[/] ({value.reason}; "
+                f"equity {value.facts.equity:,.0f}, drawdown {value.facts.intraday_drawdown_pct:.2%})"
+            )
+        elif isinstance(value, RiskEvent) and value.kind != "cluster_map":
+            console.print(
+                f"{format_ts(value.ts)[:19]} [blue]EVENT[/] {value.account or '*'} {value.kind} {value.details}"
+            )
+
+    return show
+
+
+@app.command()
+def replay(
+    tape: Annotated[str, typer.Argument(help="Input tape (JSON Lines), or - for stdin.")],
+    config: ConfigOpt = None,
+    out: Annotated[str, typer.Option("--out", "-o", help="Output tape, or - for stdout.")] = "-",
+    show: Annotated[bool, typer.Option("--show", help="Print decisions and halts as they happen.")] = False,
+) -> None:
+    """Run a tape through the in-process guard engine; write every output message."""
+    from streams.core.engine import Engine
+    from streams.tape import replay as run
+
+    cfg = _config(config)
+    engine = Engine(cfg)
+    with _open_in(tape) as source, _open_out(out) as sink:
+        if _show_progress(tape):
+            total = Path(tape).stat().st_size
+            with Progress(
+                TextColumn("replay"), BarColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err
+            ) as progress:
+                task = progress.add_task("replay", total=total)
+
+                def lines() -> Iterator[bytes]:
+                    for line in source:
+                        progress.advance(task, len(line))
+                        yield line
+
+                count = run(engine, lines(), sink, on_output=_printer(progress.console) if show else None)
+        else:
+            count = run(engine, source, sink, on_output=_printer(err) if show else None)
+    stats = dict(sorted(engine.stats.items()))
+    err.print(f"replayed {count} lines: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
+
+
+@app.command()
+def verify(
+    inputs: Annotated[Path, typer.Argument(help="The input tape that was replayed or published.")],
+    outputs: Annotated[Path, typer.Argument(help="The output tape (replay output or a recording).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Exit 0 when every recorded decision and halt re-derives from the inputs and from its facts."""
+    from streams.verify import verify as run
+
+    cfg = _config(config)
+    with _open_in(str(inputs)) as source, _open_in(str(outputs)) as recorded:
+        report = run(cfg, source, recorded)
+    counts = ", ".join(f"{n} {topic}" for topic, n in report.checked.items())
+    if report.ok:
+        err.print(f"[green]verified[/]: {counts}; {report.from_facts} decisions re-derived from their facts")
+        return
+    err.print(f"[bold red]verification failed[/]: {counts}; {len(report.problems)} problem(s)")
+    for problem in report.problems:
+        err.print(f"  - {problem}")
+    raise typer.Exit(1)
+
+
+@app.command()
+def gen(
+    out: Annotated[str, typer.Option("--out", "-o", help="Output tape, or - for stdout.")] = "-",
+    symbols: Annotated[int, typer.Option(min=1)] = 500,
+    accounts: Annotated[int, typer.Option(min=1)] = 50,
+    days: Annotated[int, typer.Option(min=1)] = 1,
+    bar_seconds: Annotated[int, typer.Option(min=1)] = 60,
+    seed: int = 7,
+    config: ConfigOpt = None,
+) -> None:
+    """Write a seeded synthetic tape: sector factor model, fills following decisions, marked equity."""
+    from streams.gen import GenParams, write_tape
+
+    cfg = _config(config)
+    params = GenParams(symbols=symbols, accounts=accounts, days=days, bar_seconds=bar_seconds, seed=seed)
+    with _open_out(out) as sink:
+        if err.is_terminal and out != "-":
+            with Progress(TextColumn("gen"), BarColumn(), TimeRemainingColumn(), console=err) as progress:
+                total = days * params.session_minutes * 60 // bar_seconds
+                task = progress.add_task("gen", total=total)
+                count = write_tape(params, sink, cfg, progress=lambda n: progress.update(task, completed=n))
+        else:
+            count = write_tape(params, sink, cfg)
+    err.print(f"wrote {count} lines")
+
+
+@app.command()
+def schema(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the JSON Schema files.")] = Path("schema"),
+) -> None:
+    """Export the JSON Schemas of every input, output and the configuration."""
+    from schemas.config import Config as ConfigModel
+    from schemas.inputs import INPUT_MODELS
+    from schemas.outputs import OUTPUT_MODELS
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for topic, model in {**INPUT_MODELS, **OUTPUT_MODELS}.items():
+        mode: Literal["validation", "serialization"] = "validation" if topic in INPUT_MODELS else "serialization"
+        path = out / f"{topic}.{model.__name__}.schema.json"
+        path.write_bytes(orjson.dumps(model.model_json_schema(mode=mode), option=orjson.OPT_INDENT_2))
+        written.append(path.name)
+    cfg_path = out / "config.schema.json"
+    cfg_path.write_bytes(orjson.dumps(ConfigModel.model_json_schema(), option=orjson.OPT_INDENT_2))
+    written.append(cfg_path.name)
+    err.print(f"wrote {len(written)} schemas to {out}: {', '.join(written)}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
