@@ -148,7 +148,7 @@ def verify(
         return
     err.print(f"[bold red]verification failed[/]: {counts}; {len(report.problems)} problem(s)")
     for problem in report.problems:
-        err.print(f"  - {problem}")
+        err.print(f"  - {problem}", soft_wrap=True)
     raise typer.Exit(1)
 
 
