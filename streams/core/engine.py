@@ -8,6 +8,7 @@ no clock and does no I/O; `riskguard replay` and the Faust agents both call it.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -116,9 +117,7 @@ class Engine:
     def _halts(self, account: str, book: AccountBook, changes: Iterable[l1.StateChange]) -> list[Output]:
         out: list[Output] = []
         for change in changes:
-            halt_id = stable_id(
-                "halt", account, change.ts, change.previous_state, change.state, change.reason
-            )
+            halt_id = stable_id("halt", account, change.ts, change.previous_state, change.state, change.reason)
             facts = HaltFacts(**change.facts)
             halt = Halt(
                 halt_id=halt_id,
@@ -250,13 +249,9 @@ class Engine:
                     sstate = self._symbol(account, book, sym)
                     l3.stop_out(sstate, rules.stops)
                     sstate.last_eval = bar.ts
-                    ctx = self._exit_context(
-                        book, sym, bar.ts, hit.origin, hit.origin, "per_symbol", hit.price
-                    )
+                    ctx = self._exit_context(book, sym, bar.ts, hit.origin, hit.origin, "per_symbol", hit.price)
                     self.stats[hit.origin] += 1
-                    out.extend(
-                        self._publish(account, book, sym, bar.ts, hit.origin, source, ctx, evaluate(ctx))
-                    )
+                    out.extend(self._publish(account, book, sym, bar.ts, hit.origin, source, ctx, evaluate(ctx)))
                     return out
             else:
                 l3.mark_extremes(position, bar.high, bar.low)
@@ -300,9 +295,7 @@ class Engine:
         value = position.projected(ts) * price if position is not None else 0.0
         band = book.rules.per_symbol.band_pct
         lo, hi = (
-            (target * (1 - band), target * (1 + band))
-            if target >= 0
-            else (target * (1 + band), target * (1 - band))
+            (target * (1 - band), target * (1 + band)) if target >= 0 else (target * (1 + band), target * (1 - band))
         )
         return not lo <= value <= hi
 
@@ -345,9 +338,7 @@ class Engine:
         if outcome.reason == "within_band":
             self.stats["noop_band"] += 1
         out.extend(
-            self._publish(
-                sig.account, book, sig.symbol, sig.ts, "signal", sig.signal_id, ctx, outcome, facts_extra
-            )
+            self._publish(sig.account, book, sig.symbol, sig.ts, "signal", sig.signal_id, ctx, outcome, facts_extra)
         )
         return out
 
@@ -453,7 +444,7 @@ class Engine:
             group=group,
             group_exposure=exp.group_exposure,
             group_cap=rules.groups.cap_for(group),
-            group_critical=conc.group[1] * equity,
+            group_critical=conc.group[1] * equity if group != "Default" else None,
             gross=exp.gross,
             gross_cap=rules.portfolio.gross_cap,
             net=exp.net,
@@ -474,11 +465,7 @@ class Engine:
     ) -> TradeContext:
         position = book.positions[sym]
         m = self.market.get(sym)
-        mark = (
-            price
-            if price is not None
-            else (m.close if m is not None and m.close > 0 else position.last_price)
-        )
+        mark = price if price is not None else (m.close if m is not None and m.close > 0 else position.last_price)
         equity = self._equity(book)
         return TradeContext(
             origin=origin,
@@ -540,10 +527,7 @@ class Engine:
             notional=outcome.qty * ctx.price,
             layer=outcome.layer,
             reason=outcome.reason,
-            clips=[
-                ClipRecord(layer=c.layer, reason=c.reason, before=c.before, after=c.after)
-                for c in outcome.clips
-            ],
+            clips=[ClipRecord(layer=c.layer, reason=c.reason, before=c.before, after=c.after) for c in outcome.clips],
             facts=facts,
             mode="shadow" if self.shadow else "enforce",
             config_version=self.version,
@@ -571,16 +555,14 @@ class Engine:
         after = before + signed * ctx.price
         m = self.market.get(sym)
         atr = m.atr if m is not None and m.atr is not None else 0.0
-        heat = heat_score(
-            after, (ctx.projected_qty + signed) * atr * book.rules.sizing.atr_multiplier, equity
-        )
+        heat = heat_score(after, (ctx.projected_qty + signed) * atr * book.rules.sizing.atr_multiplier, equity)
         if equity <= 0:
             return heat, []
         conc = book.rules.concentration
         delta = abs(after) - abs(before)
         buckets = (
             ("position", sym, abs(before), conc.position[0]),
-            ("group", ctx.group, ctx.group_exposure, conc.group[0]),
+            ("group", ctx.group, ctx.group_exposure, conc.group[0] if ctx.group != "Default" else math.inf),
             ("cluster", ctx.cluster_id, ctx.cluster_exposure, conc.cluster[0]),
         )
         out: list[Output] = []
@@ -588,9 +570,7 @@ class Engine:
             weight_before, weight_after = exposure / equity, (exposure + delta) / equity
             if crossed_warning(weight_before, weight_after, warn):
                 event = RiskEvent(
-                    event_id=stable_id(
-                        "evt", "concentration", account, bucket, name, ctx.origin, ctx.price, signed
-                    ),
+                    event_id=stable_id("evt", "concentration", account, bucket, name, ctx.origin, ctx.price, signed),
                     kind="concentration_warning",
                     account=account,
                     ts=book.level1.last_equity_ts or 0,

@@ -1,0 +1,122 @@
+"""The guards on real S&P 500 daily bars, Jan–Feb 2018, through the 5 Feb sell-off (../shared/data)."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.testing import TapeBuilder, TapeResult
+
+BOOK = 1_000_000.0
+
+
+def _closes(data_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
+    days: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    with (data_dir / "sp500_daily_2018-01-02_2018-02-07.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            days[row["date"]][row["symbol"]] = {k: float(row[k]) for k in ("open", "high", "low", "close")}
+    return dict(sorted(days.items()))
+
+
+def _equal_weight_session(data_dir: Path, late_signals: list[tuple[str, float]]) -> TapeBuilder:
+    """All 505 names bought equal-weight at the first close, equity marked at each close."""
+    days = _closes(data_dir)
+    tape = TapeBuilder()
+    shares: dict[str, float] = {}
+    first = next(iter(days))
+    for date, bars in days.items():
+        ts = f"{date}T21:00:00Z"
+        for symbol in sorted(bars):
+            b = bars[symbol]
+            low, high = min(b["low"], b["open"], b["close"]), max(b["high"], b["open"], b["close"])
+            tape.bar(symbol, ts, b["open"], high, low, b["close"])
+        if date == first:
+            tape.equity("ew", f"{date}T20:59:00Z", BOOK)
+            for symbol in sorted(bars):
+                qty = BOOK / len(bars) / bars[symbol]["close"]
+                shares[symbol] = qty
+                tape.fill("ew", symbol, "BUY", qty, bars[symbol]["close"], ts, fill_id=f"init-{symbol}")
+        equity = sum(q * bars.get(s, {"close": 0.0})["close"] for s, q in shares.items())
+        tape.equity("ew", f"{date}T21:00:01Z", equity)
+        if date == "2018-02-06":
+            for number, (symbol, notional) in enumerate(late_signals):
+                tape.signal("ew", symbol, f"{date}T21:00:02Z", signal_id=f"late{number}", target_notional=notional)
+    return tape
+
+
+def _run(data_dir: Path, profile: str, risk: dict[str, Any] | None = None, signals: Any = ()) -> TapeResult:
+    config = {"accounts": {"ew": {"profile": profile, "initial_balance": BOOK, "risk": risk or {}}}}
+    return _equal_weight_session(data_dir, list(signals)).run(config)
+
+
+@pytest.fixture(scope="module")
+def shared(request: pytest.FixtureRequest) -> Path:
+    path = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    assert path.is_dir()
+    return path
+
+
+def test_equal_weight_book_when_standard_profile_then_sell_off_does_not_halt(shared: Path) -> None:
+    result = _run(shared, "standard")
+
+    assert result.halts == []  # -3.7 % on 5 Feb stays inside the 5 % daily limit
+
+
+def test_equal_weight_book_when_high_leverage_then_halted_on_5_feb_and_flattened_then_reset(shared: Path) -> None:
+    result = _run(shared, "high_leverage")
+
+    assert [(h.state.value, h.reason, h.ts) for h in result.halts] == [
+        ("HALTED", "daily_loss", 1517864401000),  # 2018-02-05T21:00:01Z
+        ("ACTIVE", "day_reset", 1517950800000),  # first bar of 6 Feb
+    ]
+    halt = result.halts[0].facts
+    assert round(halt.daily_loss_pct, 4) == 0.0371
+    assert round(halt.day_start_equity) == 1_012_405
+    flattens = [d for d in result.decisions if d.origin.value == "flatten"]
+    assert len(flattens) == 505 and all(d.action.value == "ALLOW" and d.side.value == "SELL" for d in flattens)  # type: ignore[union-attr]
+
+
+def test_equal_weight_book_when_trailing_six_pct_then_shutdown_on_5_feb(shared: Path) -> None:
+    risk = {"account": {"trailing_drawdown": {"pct": 0.06, "mode": "intraday", "lock_at_initial": True}}}
+
+    result = _run(shared, "standard", risk)
+
+    assert [(h.state.value, h.reason, h.ts) for h in result.halts] == [
+        ("SHUTDOWN", "trailing_drawdown", 1517864401000)
+    ]
+    # High-water mark 1,055,506 on 26 Jan; floor 995,506; 5 Feb equity 974,825.
+    assert 974_000 < result.halts[0].facts.equity < 976_000
+
+
+def test_cluster_map_when_sell_off_in_window_then_one_giant_cluster_denies_adding(shared: Path) -> None:
+    result = _run(shared, "standard", signals=[("AAPL", 5_000.0)])
+
+    maps = [e for e in result.events if e.kind == "cluster_map"]
+    last = maps[-1].details
+    assert last["largest"] > 450  # the sell-off makes nearly everything co-move (|rho| >= 0.7)
+    (late,) = [d for d in result.decisions if d.origin.value == "signal"]
+    assert (late.action.value, late.layer.value, late.reason) == ("DENY", "cluster", "cluster_cap")
+    assert late.facts["cluster_exposure"] / late.facts["equity"] > 0.85
+
+
+def test_cluster_map_when_market_demeaned_with_average_linkage_then_sector_like_clusters(shared: Path) -> None:
+    risk = {"clusters": {"demean_market": True, "method": "average"}}
+
+    # Cluster parameters are market-wide: they come from the file's risk.clusters.
+    config = {
+        "risk": risk,
+        "accounts": {"ew": {"profile": "standard", "initial_balance": BOOK}},
+    }
+    result = _equal_weight_session(shared, [("AAPL", 5_000.0)]).run(config)
+
+    last = [e for e in result.events if e.kind == "cluster_map"][-1].details
+    assert last["largest"] < 100
+    clusters = list(last["clusters"].values())
+    assert any({"JPM", "BAC"} <= set(members) for members in clusters)
+    (late,) = [d for d in result.decisions if d.origin.value == "signal"]
+    assert late.facts["cluster_exposure"] / late.facts["equity"] < 0.25
+    assert late.action.value in ("ALLOW", "CLIP") and late.layer.value != "cluster"
