@@ -83,15 +83,10 @@ class Signal(InputModel):
 
     @model_validator(mode="after")
     def _exactly_one_target(self) -> Signal:
-        given = [
-            name
-            for name in ("target_notional", "target_weight", "direction")
-            if getattr(self, name) is not None
-        ]
+        given = [name for name in ("target_notional", "target_weight", "direction") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(
-                "a signal needs exactly one of target_notional, target_weight, direction; "
-                f"got {given or 'none'}"
+                f"a signal needs exactly one of target_notional, target_weight, direction; got {given or 'none'}"
             )
         return self
 

@@ -193,9 +193,7 @@ def _headrooms(ctx: TradeContext, side_sign: int, value_after_close: float) -> l
     if ctx.group_critical is not None:
         rooms.append(("group", "concentration_group", ctx.group_critical - (ctx.group_exposure + shift)))
     if ctx.cluster_critical is not None:
-        rooms.append(
-            ("cluster", "concentration_cluster", ctx.cluster_critical - (ctx.cluster_exposure + shift))
-        )
+        rooms.append(("cluster", "concentration_cluster", ctx.cluster_critical - (ctx.cluster_exposure + shift)))
     return rooms
 
 
@@ -220,9 +218,7 @@ def evaluate(ctx: TradeContext) -> Outcome:
 
     goal, reason, band = _goal(ctx, target, value)
     raw_goal, _, _ = _goal(ctx, raw_target, value)
-    requested_qty = (
-        round_lot_nearest(abs(raw_goal - value) / price, ctx.lot_size) if raw_goal is not None else 0.0
-    )
+    requested_qty = round_lot_nearest(abs(raw_goal - value) / price, ctx.lot_size) if raw_goal is not None else 0.0
     if goal is None:
         return Outcome("NOOP", None, 0.0, requested_qty, "per_symbol", reason, tuple(clips), target, band)
 
@@ -283,9 +279,7 @@ def evaluate(ctx: TradeContext) -> Outcome:
 
     qty = close_qty + open_qty
     if qty <= 0:
-        return Outcome(
-            "NOOP", None, 0.0, requested_qty, "per_symbol", "zero_quantity", tuple(clips), target, band
-        )
+        return Outcome("NOOP", None, 0.0, requested_qty, "per_symbol", "zero_quantity", tuple(clips), target, band)
     if denied is not None:
         deciding_layer, deciding_reason = denied
     elif clips:

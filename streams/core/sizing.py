@@ -13,9 +13,7 @@ def kelly_fraction(ledger: Ledger, rules: SizingRules) -> float:
     win_rate = ledger.wins / ledger.trades
     if ledger.losses == 0:
         return rules.kelly_fraction * win_rate
-    payoff = (
-        (ledger.win_sum / ledger.wins) / (ledger.loss_sum / ledger.losses) if ledger.loss_sum > 0 else 0.0
-    )
+    payoff = (ledger.win_sum / ledger.wins) / (ledger.loss_sum / ledger.losses) if ledger.loss_sum > 0 else 0.0
     if payoff <= 0:
         return 0.0
     f = win_rate - (1 - win_rate) / payoff

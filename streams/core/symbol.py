@@ -32,9 +32,7 @@ class StopHit:
     price: float
 
 
-def check_stops(
-    position: Position, open_: float, high: float, low: float, levels: StopLevels
-) -> StopHit | None:
+def check_stops(position: Position, open_: float, high: float, low: float, levels: StopLevels) -> StopHit | None:
     """The stop a bar triggers for an open position, if any (long and mirrored short)."""
     qty, entry = position.qty, position.avg_entry
     if qty == 0 or entry <= 0:
@@ -69,11 +67,7 @@ def check_stops(
 
 
 def has_stops(levels: StopLevels) -> bool:
-    return (
-        levels.stop_loss_pct is not None
-        or levels.take_profit_pct is not None
-        or levels.trailing_pct is not None
-    )
+    return levels.stop_loss_pct is not None or levels.take_profit_pct is not None or levels.trailing_pct is not None
 
 
 def mark_extremes(position: Position, high: float, low: float) -> None:
