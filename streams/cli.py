@@ -81,17 +81,20 @@ def _printer(console: Console) -> Callable[[Output], None]:
             console.print(
                 f"{format_ts(value.ts)[:19]} [{colour}]{value.action.value:<5}[/] {value.account:<6} "
                 f"{side:<4} {value.qty:>8g} {value.symbol:<6} @ {value.price:<9.2f} "
-                f"[cyan]{value.layer.value}[/]/{value.reason} ({value.origin.value})"
+                f"[cyan]{value.layer.value}[/]/{value.reason} ({value.origin.value})",
+                soft_wrap=True,
             )
         elif isinstance(value, Halt):
             console.print(
                 f"{format_ts(value.ts)[:19]} [bold magenta]HALT[/]  {value.account:<6} "
                 f"{value.previous_state.value} -> [bold]{value.state.value}[/] ({value.reason}; "
-                f"equity {value.facts.equity:,.0f}, drawdown {value.facts.intraday_drawdown_pct:.2%})"
+                f"equity {value.facts.equity:,.0f}, drawdown {value.facts.intraday_drawdown_pct:.2%})",
+                soft_wrap=True,
             )
         elif isinstance(value, RiskEvent) and value.kind != "cluster_map":
             console.print(
-                f"{format_ts(value.ts)[:19]} [blue]EVENT[/] {value.account or '*'} {value.kind} {value.details}"
+                f"{format_ts(value.ts)[:19]} [blue]EVENT[/] {value.account or '*'} {value.kind} {value.details}",
+                soft_wrap=True,
             )
 
     return show
@@ -127,7 +130,7 @@ def replay(
         else:
             count = run(engine, source, sink, on_output=_printer(err) if show else None)
     stats = dict(sorted(engine.stats.items()))
-    err.print(f"replayed {count} lines: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
+    err.print(f"replayed {count} lines: " + ", ".join(f"{k}={v}" for k, v in stats.items()), soft_wrap=True)
 
 
 @app.command()

@@ -256,9 +256,11 @@ def evaluate(ctx: TradeContext) -> Outcome:
             rounder = round_lot_down if clips else round_lot_nearest
             open_qty = rounder(open_notional / price, ctx.lot_size)
             if open_qty <= 0 or open_qty * price < ctx.min_order_notional:
-                if open_qty > 0 or close_qty == 0:
+                # Nothing worth sending is left: blame the trade limit when it cut the order, else dust.
+                by_limit = bool(clips) and clips[-1].reason == "max_notional"
+                if close_qty > 0 and not by_limit:
                     clips.append(Clip("per_trade", "dust", open_notional, 0.0))
-                denied = ("per_trade", "dust")
+                denied = ("per_trade", "max_notional" if by_limit else "dust")
                 open_qty = 0.0
             else:
                 value_after_close = 0.0 if close_qty > 0 else value
