@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -32,6 +33,7 @@ def parse_ts(value: object) -> int:
     raise ValueError("timestamp must be ISO 8601 with offset or integer epoch milliseconds")
 
 
+@lru_cache(maxsize=65536)
 def format_ts(ms: int) -> str:
     """Format epoch milliseconds as ISO 8601 UTC with millisecond precision."""
     seconds, millis = divmod(ms, 1000)

@@ -127,19 +127,19 @@ def replay(
 ) -> int:
     """Run a tape through the engine, writing every output; returns the number of input lines."""
     count = 0
-    last_ts = "1970-01-01T00:00:00.000Z"
+    last_ts = 0
     for item in read_events(lines):
         count += 1
         if isinstance(item, TapeEvent):
             ts = getattr(item.value, "ts", None)
             if isinstance(ts, int):
-                last_ts = format_ts(ts)
+                last_ts = ts
             outputs = engine.process(item.topic, item.value)
         else:
             number, raw, error = item
             engine.stats["dead_letters"] += 1
             # Event time of the last good line: keeps replays byte-identical (the worker uses wall clock).
-            outputs = [dead_letter(DeadLetterSource(line=number), _guess_key(raw), raw, error, last_ts)]
+            outputs = [dead_letter(DeadLetterSource(line=number), _guess_key(raw), raw, error, format_ts(last_ts))]
         for output in outputs:
             sink.write(encode(output))
             if on_output is not None:

@@ -238,7 +238,6 @@ class Engine:
         rules = book.rules
         position = book.positions.get(sym)
         sstate = book.symbols.get(sym)
-        source = f"{sym}@{format_ts(bar.ts)}"
         if position is not None:
             position.last_price = bar.close
             levels = rules.stops.for_symbol(sym)
@@ -251,6 +250,7 @@ class Engine:
                     sstate.last_eval = bar.ts
                     ctx = self._exit_context(book, sym, bar.ts, hit.origin, hit.origin, "per_symbol", hit.price)
                     self.stats[hit.origin] += 1
+                    source = f"{sym}@{format_ts(bar.ts)}"
                     out.extend(self._publish(account, book, sym, bar.ts, hit.origin, source, ctx, evaluate(ctx)))
                     return out
             else:
@@ -283,7 +283,7 @@ class Engine:
                 sym,
                 bar.ts,
                 "cadence",
-                source,
+                f"{sym}@{format_ts(bar.ts)}",
                 replace(cctx, check_signal_change=False),
                 outcome,
             )

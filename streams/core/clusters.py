@@ -1,0 +1,402 @@
+"""Level-2 correlation clusters (SPEC §6.2), after seed 003's CorrelationMatrix.
+
+Seed rule: for each pair of symbols, ``rho = pearson(returns1, returns2)``; if ``|rho| >= 0.7`` the two
+are clustered together (the seed walks the links by BFS, i.e. connected components). Here the rule runs
+market-wide on rolling simple returns of bar closes, vectorised with numpy (no per-pair Python loops),
+with two alternatives to the BFS chaining (average / complete linkage, cut at distance ``1 - threshold``
+on ``1 - |rho|``), an optional market demeaning, and static clusters that always override.
+
+Pure and deterministic: no I/O, no clock; the state serialises to JSON-ready data and back exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial.distance import squareform
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+
+METHODS = ("components", "average", "complete")
+DYNAMIC_PREFIX = "c:"
+STATIC_PREFIX = "s:"
+
+# A pairwise sum of squared deviations at or below this is a constant series (rounding noise only);
+# real daily or intraday returns are many orders of magnitude above it.
+_MIN_SUM_SQ = 1e-20
+# Elements per temporary block in the masked (missing-data) path: about 256 kB of float64.
+_BLOCK_ELEMENTS = 32_768
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    """Parameters of the Level-2 clustering (the ``clusters`` block of the config)."""
+
+    window: int = 30
+    min_periods: int = 20
+    threshold: float = 0.7
+    method: str = "components"
+    demean_market: bool = False
+    static: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def __post_init__(self) -> None:
+        # Fail at configuration time rather than silently never linking anything.
+        if self.window < 2:
+            raise ValueError(f"window must be >= 2, got {self.window}")
+        if not 2 <= self.min_periods <= self.window:
+            raise ValueError(f"min_periods must be in [2, window={self.window}], got {self.min_periods}")
+        if not (math.isfinite(self.threshold) and 0.0 < self.threshold <= 1.0):
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        names: set[str] = set()
+        seen: dict[str, str] = {}
+        for name, members in self.static:
+            if not name or name in names:
+                raise ValueError(f"static cluster names must be non-empty and unique, got {name!r}")
+            names.add(name)
+            if not members:
+                raise ValueError(f"static cluster {name!r} has no members")
+            for symbol in members:
+                if symbol in seen:
+                    raise ValueError(f"symbol {symbol!r} is in static clusters {seen[symbol]!r} and {name!r}")
+                seen[symbol] = name
+
+
+@dataclass
+class ClusterMap:
+    """A published cluster assignment; ids are ``c:<smallest member>`` or ``s:<static name>``."""
+
+    version: int
+    ts: int
+    assignment: dict[str, str]
+    members: dict[str, tuple[str, ...]]
+
+    def cluster_of(self, symbol: str) -> str:
+        """Cluster id of `symbol`; an unknown symbol is its own singleton."""
+        return self.assignment.get(symbol, DYNAMIC_PREFIX + symbol)
+
+
+class ClusterState:
+    """Rolling returns of the whole market, the latest correlation matrix and cluster map."""
+
+    def __init__(self, params: ClusterParams) -> None:
+        self.params = params
+        self._static_of: dict[str, str] = {s: name for name, members in params.static for s in members}
+        self._symbols: list[str] = []  # stable index: order of first completed timestamp, sorted within it
+        self._index: dict[str, int] = {}
+        self._last_close: FloatArray = np.empty(0, dtype=np.float64)
+        self._returns: FloatArray = np.empty((0, 0), dtype=np.float64)  # rows = timestamps, cols = symbols
+        self._pending_ts: int | None = None
+        self._pending: dict[str, float] = {}
+        self._last_ts: int | None = None  # last completed timestamp
+        self._rho: FloatArray | None = None  # NaN where the pair has no valid rho
+        self._map = self._build_map(0, 0, None)
+
+    # ----------------------------------------------------------------- input
+
+    def on_bar(self, symbol: str, ts: int, close: float) -> ClusterMap | None:
+        """Take one bar; return the new map when it completes the pending timestamp, else None."""
+        if not (math.isfinite(close) and close > 0.0):
+            raise ValueError(f"close must be finite and > 0, got {close!r} for {symbol!r}")
+        if (self._last_ts is not None and ts <= self._last_ts) or (
+            self._pending_ts is not None and ts < self._pending_ts
+        ):
+            return None  # late bar: its timestamp's row is already (being) superseded
+        result: ClusterMap | None = None
+        if self._pending_ts is not None and ts > self._pending_ts:
+            result = self._complete()
+        self._pending_ts = ts
+        self._pending[symbol] = float(close)
+        return result
+
+    def flush(self) -> ClusterMap | None:
+        """Complete the pending timestamp now (end of a tape); None if nothing is pending."""
+        if self._pending_ts is None:
+            return None
+        return self._complete()
+
+    # ---------------------------------------------------------------- output
+
+    @property
+    def current(self) -> ClusterMap:
+        """Latest map (version 0, static clusters and no dynamic ones, before any recompute)."""
+        return self._map
+
+    def correlation(self, a: str, b: str) -> float | None:
+        """Latest pairwise rho of `a` and `b`, or None when unknown or not enough common returns."""
+        i, j = self._index.get(a), self._index.get(b)
+        if self._rho is None or i is None or j is None:
+            return None
+        value = float(self._rho[i, j])
+        return value if math.isfinite(value) else None
+
+    def mean_abs_correlation(self, symbols: Iterable[str]) -> float | None:
+        """Mean |rho| over distinct pairs of `symbols` with a valid rho; None if there is no such pair."""
+        if self._rho is None:
+            return None
+        idx = np.array(sorted({self._index[s] for s in symbols if s in self._index}), dtype=np.intp)
+        if idx.size < 2:
+            return None
+        sub = self._rho[np.ix_(idx, idx)]
+        upper = sub[np.triu_indices(idx.size, k=1)]
+        valid = upper[np.isfinite(upper)]
+        if valid.size == 0:
+            return None
+        return float(np.mean(np.abs(valid)))
+
+    # ------------------------------------------------------------ persistence
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready snapshot (NaN encoded as None); `from_dict` restores it exactly."""
+        return {
+            "symbols": list(self._symbols),
+            "last_close": [_enc(x) for x in self._last_close.tolist()],
+            "returns": [[_enc(x) for x in row] for row in self._returns.tolist()],
+            "pending_ts": self._pending_ts,
+            "pending": [[s, self._pending[s]] for s in sorted(self._pending)],
+            "last_ts": self._last_ts,
+            "version": self._map.version,
+            "ts": self._map.ts,
+        }
+
+    @classmethod
+    def from_dict(cls, params: ClusterParams, data: dict[str, object]) -> ClusterState:
+        """Rebuild a state from `to_dict` output; rho and the map are recomputed from the same inputs."""
+        state = cls(params)
+        symbols = [_str(s) for s in _list(data["symbols"])]
+        if len(set(symbols)) != len(symbols):
+            raise ValueError("duplicate symbols in snapshot")
+        n = len(symbols)
+        last_close = np.array([_dec(x) for x in _list(data["last_close"])], dtype=np.float64)
+        rows = [[_dec(x) for x in _list(row)] for row in _list(data["returns"])]
+        if last_close.shape != (n,) or any(len(row) != n for row in rows):
+            raise ValueError("snapshot arrays do not match the symbol list")
+        state._symbols = symbols
+        state._index = {s: i for i, s in enumerate(symbols)}
+        state._last_close = last_close
+        returns = np.array(rows, dtype=np.float64).reshape(len(rows), n)
+        state._returns = returns[-params.window :]
+        state._pending_ts = _opt_int(data["pending_ts"])
+        state._pending = {_str(p[0]): _float(p[1]) for p in (_list(x) for x in _list(data["pending"]))}
+        state._last_ts = _opt_int(data["last_ts"])
+        version, ts = _int(data["version"]), _int(data["ts"])
+        # The returns only change at a recompute, so recomputing now reproduces the published map.
+        state._rho = None if version == 0 else _correlation(state._returns, params)
+        state._map = state._build_map(version, ts, state._rho)
+        return state
+
+    # -------------------------------------------------------------- internals
+
+    def _complete(self) -> ClusterMap:
+        """Turn the pending timestamp into one row of returns and recompute the map."""
+        ts = self._pending_ts
+        if ts is None:  # pragma: no cover - callers check
+            raise RuntimeError("no pending timestamp")
+        # Register new symbols sorted, so the internal index never depends on arrival order.
+        new = sorted(s for s in self._pending if s not in self._index)
+        if new:
+            self._index.update({s: len(self._symbols) + k for k, s in enumerate(new)})
+            self._symbols.extend(new)
+            self._last_close = np.concatenate([self._last_close, np.full(len(new), np.nan)])
+            pad = np.full((self._returns.shape[0], len(new)), np.nan)
+            self._returns = np.hstack([self._returns, pad])
+        closes = np.full(len(self._symbols), np.nan)
+        closes[[self._index[s] for s in self._pending]] = list(self._pending.values())
+        with np.errstate(invalid="ignore"):
+            row = closes / self._last_close - 1.0  # NaN without a bar now or without a previous close
+        self._last_close = np.where(np.isnan(closes), self._last_close, closes)
+        self._returns = np.vstack([self._returns, row[np.newaxis, :]])[-self.params.window :]
+        self._last_ts, self._pending_ts, self._pending = ts, None, {}
+        self._rho = _correlation(self._returns, self.params)
+        self._map = self._build_map(self._map.version + 1, ts, self._rho)
+        return self._map
+
+    def _build_map(self, version: int, ts: int, rho: FloatArray | None) -> ClusterMap:
+        """Cluster the symbols on `rho`, then lay the static clusters over the result."""
+        n = len(self._symbols)
+        if rho is None:
+            labels = np.arange(n, dtype=np.intp)
+        else:
+            name_rank = np.argsort(np.argsort(np.array(self._symbols, dtype=object)))
+            labels = _labels(rho, np.asarray(name_rank, dtype=np.intp), self.params)
+        groups: dict[int, list[str]] = {}
+        for symbol, label in zip(self._symbols, labels.tolist(), strict=True):
+            if symbol not in self._static_of:  # static members leave; the rest of their group stays
+                groups.setdefault(label, []).append(symbol)
+        members: dict[str, tuple[str, ...]] = {}
+        for group in groups.values():
+            ordered = tuple(sorted(group))
+            members[DYNAMIC_PREFIX + ordered[0]] = ordered
+        for name, static_members in self.params.static:
+            members[STATIC_PREFIX + name] = tuple(sorted(set(static_members)))
+        members = dict(sorted(members.items()))
+        assignment = dict(sorted((s, cid) for cid, group in members.items() for s in group))
+        return ClusterMap(version=version, ts=ts, assignment=assignment, members=members)
+
+
+def _correlation(returns: FloatArray, params: ClusterParams) -> FloatArray:
+    """Pairwise-complete Pearson matrix of the columns of `returns`; NaN where a pair is not valid."""
+    # Timestamps where no symbol has a return (the first one, for instance) add nothing to any pair;
+    # dropping them lets columns with a return at every other timestamp take the fast path below.
+    valid_all = np.isfinite(returns)
+    live = valid_all.any(axis=1)
+    x, valid = (returns, valid_all) if live.all() else (returns[live], valid_all[live])
+    rows, n = x.shape
+    if rows < params.min_periods:
+        return np.full((n, n), np.nan)  # no pair can have min_periods common returns yet
+    if params.demean_market:
+        # Remove the common market move of each timestamp so sector structure shows through.
+        row_n = valid.sum(axis=1, keepdims=True)
+        x = x - np.where(valid, x, 0.0).sum(axis=1, keepdims=True) / np.maximum(row_n, 1)
+    m = valid.astype(np.float64)
+    col_n = m.sum(axis=0)
+    # Centre each column on its own mean: the pairwise formula is shift-invariant per column, and
+    # centring avoids cancellation in the sums of squares. Missing returns become 0 (they add nothing).
+    col_mean = np.where(valid, x, 0.0).sum(axis=0) / np.maximum(col_n, 1.0)
+    d = np.where(valid, x - col_mean, 0.0)
+    d2 = d * d
+    col_ss = d2.sum(axis=0)
+    usable = (col_n >= params.min_periods) & (col_ss > _MIN_SUM_SQ)
+    full = col_n == rows
+
+    # Fast path (the common case): between two columns with a return at every row the common rows are
+    # all rows, so rho is one product of unit-norm columns. Other columns are overwritten below.
+    scale = np.zeros(n)
+    np.divide(1.0, np.sqrt(col_ss, where=usable, out=np.ones(n)), where=usable & full, out=scale)
+    z = d * scale
+    rho = np.empty((n, n))
+    np.matmul(z.T, z, out=rho)
+
+    partial = np.flatnonzero(~full & usable)
+    # Row blocks of a few hundred kB keep the temporaries small: fresh multi-MB buffers cost more in page
+    # faults than the arithmetic on them.
+    step = max(1, _BLOCK_ELEMENTS // max(n, 1))
+    for start in range(0, partial.size, step):
+        block = partial[start : start + step]
+        rho[block, :] = _masked_rows(m, d, d2, block, params.min_periods)
+    if partial.size:
+        # Row k was computed as "k against j"; mirror it so the matrix is exactly symmetric (the pairs
+        # between two partial columns were computed twice and may differ in the last bit: average).
+        cross = rho[np.ix_(partial, partial)]
+        rho[:, partial] = rho[partial, :].T
+        rho[np.ix_(partial, partial)] = 0.5 * (cross + cross.T)
+
+    unusable = np.flatnonzero(~usable)
+    rho[unusable, :] = np.nan
+    rho[:, unusable] = np.nan
+    np.clip(rho, -1.0, 1.0, out=rho)
+    rho[np.diag_indices(n)] = np.where(usable, 1.0, np.nan)
+    return rho
+
+
+def _masked_rows(m: FloatArray, d: FloatArray, d2: FloatArray, rows: IntArray, min_periods: int) -> FloatArray:
+    """Rho of columns `rows` against every column, over the timestamps where both have a return."""
+    k = rows.size
+    mk, dk = m[:, rows], d[:, rows]
+    # Masked matrix products, stacked into few BLAS calls: [k, j] sums over the timestamps where both
+    # k and j have a return (missing values are 0 in d and d2, and 0 in the mask m).
+    left = np.concatenate([mk, dk, d2[:, rows]], axis=1).T @ m
+    n_kj, s_k, var_k = left[:k], left[k : 2 * k], left[2 * k :]  # count, sum and sum of squares of k
+    right = mk.T @ np.concatenate([d, d2], axis=1)
+    n = m.shape[1]
+    s_j, var_j = right[:, :n], right[:, n:]  # sum and sum of squares of j
+    cov = dk.T @ d
+    ok = n_kj >= min_periods
+    inv_n = np.reciprocal(np.maximum(n_kj, 1.0, out=n_kj), out=n_kj)
+    tmp = np.multiply(s_k, s_k)
+    var_k -= np.multiply(tmp, inv_n, out=tmp)
+    var_j -= np.multiply(np.multiply(s_j, s_j, out=tmp), inv_n, out=tmp)
+    cov -= np.multiply(np.multiply(s_k, s_j, out=tmp), inv_n, out=tmp)
+    ok &= var_k > _MIN_SUM_SQ
+    ok &= var_j > _MIN_SUM_SQ
+    with np.errstate(invalid="ignore"):  # negative rounding noise under sqrt is masked by `ok`
+        denom = np.sqrt(np.multiply(var_k, var_j, out=var_k), out=var_k)
+    out = np.full(cov.shape, np.nan)
+    np.divide(cov, denom, out=out, where=ok)
+    return out
+
+
+def _labels(rho: FloatArray, name_rank: IntArray, params: ClusterParams) -> IntArray:
+    """Cluster label per column of `rho` (arbitrary ints: only the partition matters).
+
+    `name_rank` is each column's position in alphabetical symbol order.
+    """
+    n = rho.shape[0]
+    if n == 0:
+        return np.empty(0, dtype=np.intp)
+    if params.method == "components":
+        # Seed 003's BFS over |rho| >= threshold links is exactly connected components of that graph.
+        # NaN compares False: no link. Two boolean masks avoid a float temporary the size of rho.
+        adjacent = rho >= params.threshold
+        adjacent |= rho <= -params.threshold
+        # CSR built straight from the row-major nonzeros: about twice as fast as csr_matrix(dense).
+        indptr = np.concatenate([[0], np.cumsum(np.count_nonzero(adjacent, axis=1))])
+        indices = np.flatnonzero(adjacent) % n
+        graph = csr_matrix((np.ones(indices.size, dtype=np.int8), indices, indptr), shape=(n, n))
+        _, labels = connected_components(graph, directed=False)
+        return np.asarray(labels, dtype=np.intp)
+    # Linkage: only symbols with a valid rho to some other symbol take part; the others stay singletons.
+    labels = np.arange(n, dtype=np.intp)
+    eligible = np.flatnonzero(np.count_nonzero(np.isfinite(rho), axis=1) > 1)  # the diagonal counts once
+    if eligible.size < 2:
+        return labels
+    # Feed linkage in alphabetical order: its tie-breaking depends on input order, the ids must not.
+    eligible = eligible[np.argsort(name_rank[eligible])]
+    in_order = eligible.size == n and bool(np.all(eligible == np.arange(n)))
+    condensed = squareform(rho if in_order else rho[np.ix_(eligible, eligible)], checks=False)
+    # Distance 1 - |rho|; a pair without a valid rho counts as uncorrelated (distance 1, never a link).
+    np.abs(condensed, out=condensed)
+    np.nan_to_num(condensed, copy=False, nan=0.0)
+    np.subtract(1.0, condensed, out=condensed)
+    tree = linkage(condensed, method=params.method)
+    flat = np.asarray(fcluster(tree, t=1.0 - params.threshold, criterion="distance"), dtype=np.intp)
+    labels[eligible] = n + flat  # offset keeps them apart from the singleton labels
+    return labels
+
+
+def _enc(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _dec(value: object) -> float:
+    return math.nan if value is None else _float(value)
+
+
+def _float(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an int, got {value!r}")
+    return value
+
+
+def _opt_int(value: object) -> int | None:
+    return None if value is None else _int(value)
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _list(value: object) -> Sequence[object]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+__all__ = ["ClusterMap", "ClusterParams", "ClusterState"]
