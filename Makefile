@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data
 DEMO   := out/demo
 
-.PHONY: install lint test test-unit run demo clean
+.PHONY: install lint test test-unit run bench clean
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ run: install
 	$(BIN)/riskguard gen --symbols 60 --accounts 6 --days 3 --seed 7 --config deploy/profiles/demo.yaml --out $(DEMO)/tape.jsonl
 	$(BIN)/riskguard replay $(DEMO)/tape.jsonl --config deploy/profiles/demo.yaml --out $(DEMO)/out.jsonl --show
 	$(BIN)/riskguard verify $(DEMO)/tape.jsonl $(DEMO)/out.jsonl --config deploy/profiles/demo.yaml
+
+bench: install
+	$(BIN)/python bench/replay_throughput.py
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache

@@ -30,7 +30,9 @@ def test_equity_when_ten_pct_below_intraday_peak_then_halted_seed003_example() -
 
 
 def test_warning_when_on_warning_reduce_then_reducing_denies_increases_but_allows_reductions() -> None:
-    config = {"accounts": {"a": {"profile": "seed003", "risk": {"account": {"on_warning": "reduce"}, **NO_CLUSTER_CAP}}}}
+    config = {
+        "accounts": {"a": {"profile": "seed003", "risk": {"account": {"on_warning": "reduce"}, **NO_CLUSTER_CAP}}}
+    }
     tape = TapeBuilder().equity("a", "2024-01-15T14:00:00Z", 100_000)
     tape.flat_bar("X", "2024-01-15T14:00:00Z", 10.0).fill("a", "X", "BUY", 1000, 10.0, "2024-01-15T14:00:00Z")
     tape.equity("a", "2024-01-15T14:10:00Z", 94_000)
@@ -42,7 +44,11 @@ def test_warning_when_on_warning_reduce_then_reducing_denies_increases_but_allow
     assert _states(result) == [("REDUCING", "intraday_drawdown_warning")]
     deny, reduce = result.decisions
     assert (deny.action.value, deny.layer.value, deny.reason) == ("DENY", "account", "account_reducing")
-    assert (reduce.action.value, reduce.side and reduce.side.value, reduce.qty) == ("ALLOW", "SELL", 580)  # to the upper edge 4,200
+    assert (reduce.action.value, reduce.side and reduce.side.value, reduce.qty) == (
+        "ALLOW",
+        "SELL",
+        580,
+    )  # to the upper edge 4,200
 
 
 def test_day_roll_when_halted_then_active_again_and_peak_reset() -> None:

@@ -85,9 +85,7 @@ def test_equal_weight_book_when_trailing_six_pct_then_shutdown_on_5_feb(shared: 
 
     result = _run(shared, "standard", risk)
 
-    assert [(h.state.value, h.reason, h.ts) for h in result.halts] == [
-        ("SHUTDOWN", "trailing_drawdown", 1517864401000)
-    ]
+    assert [(h.state.value, h.reason, h.ts) for h in result.halts] == [("SHUTDOWN", "trailing_drawdown", 1517864401000)]
     # High-water mark 1,055,506 on 26 Jan; floor 995,506; 5 Feb equity 974,825.
     assert 974_000 < result.halts[0].facts.equity < 976_000
 

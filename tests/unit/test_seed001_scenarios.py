@@ -83,7 +83,10 @@ def test_group_cap_when_adding_beyond_group_then_clipped_to_headroom() -> None:
     config = {
         "risk": {
             "per_trade": {"lot_size": 1},
-            "groups": {"cap_by_group": {"Technology": 20_000}, "symbol_groups": {"AAPL": "Technology", "MSFT": "Technology"}},
+            "groups": {
+                "cap_by_group": {"Technology": 20_000},
+                "symbol_groups": {"AAPL": "Technology", "MSFT": "Technology"},
+            },
             "clusters": {"cap_pct": None},
         }
     }

@@ -70,7 +70,13 @@ def test_wilder_atr_when_period_bars_seen_then_mean_true_range_then_smoothed() -
 
 
 def test_direction_signal_when_volatility_adjusted_config_then_engine_sizes_from_signal_atr() -> None:
-    config = {"risk": {"sizing": {"method": "volatility_adjusted"}, "clusters": {"cap_pct": None}, "per_symbol": {"band_pct": 0}}}
+    config = {
+        "risk": {
+            "sizing": {"method": "volatility_adjusted"},
+            "clusters": {"cap_pct": None},
+            "per_symbol": {"band_pct": 0},
+        }
+    }
     tape = TapeBuilder().equity("a", "2024-01-15T14:00:00Z", 10_000)
     tape.signal("a", "SPY", "2024-01-15T14:01:00Z", price=100.0, direction="LONG", atr=5.0)
 

@@ -108,7 +108,7 @@ def test_signal_after_stop_out_when_reentry_until_rebalance_then_denied_reentry_
 
     result = tape.run(_config(stop_loss_pct=0.02))
 
-    signal = [d for d in result.decisions if d.origin.value == "signal"][0]
+    signal = next(d for d in result.decisions if d.origin.value == "signal")
     assert (signal.action.value, signal.layer.value, signal.reason) == ("DENY", "per_symbol", "reentry_veto")
 
 
