@@ -228,7 +228,7 @@ def evaluate(ctx: TradeContext) -> Outcome:
 
     # Split: the part that moves toward zero (never clipped) and the part that opens risk.
     if pos != 0 and _sign(pos) != side_sign:
-        if abs(delta_qty) >= abs(pos) or goal == 0:
+        if goal == 0 or _sign(goal) != _sign(pos):  # reaches or crosses zero (by sign: no float residue)
             close_qty = abs(pos)
             open_raw = abs(delta_qty) - abs(pos) if goal != 0 else 0.0
         else:
@@ -250,9 +250,14 @@ def evaluate(ctx: TradeContext) -> Outcome:
         else:
             if ctx.max_notional is not None:
                 room = max(ctx.max_notional - close_qty * price, 0.0)
+                nearest = round_lot_nearest(open_notional / price, ctx.lot_size) * price
                 if open_notional > room:
                     clips.append(Clip("per_trade", "max_notional", open_notional, room))
                     open_notional = room
+                elif not clips and nearest > room * (1 + _EPS):
+                    # The nearest lot would carry the order over the ceiling: the limit clips it, so it
+                    # rounds toward zero like any clipped order.
+                    clips.append(Clip("per_trade", "max_notional", nearest, room))
             rounder = round_lot_down if clips else round_lot_nearest
             open_qty = rounder(open_notional / price, ctx.lot_size)
             if open_qty <= 0 or open_qty * price < ctx.min_order_notional:
@@ -282,11 +287,14 @@ def evaluate(ctx: TradeContext) -> Outcome:
     qty = close_qty + open_qty
     if qty <= 0:
         return Outcome("NOOP", None, 0.0, requested_qty, "per_symbol", "zero_quantity", tuple(clips), target, band)
+    # A request that only reduces risk (target between zero and the position) is never clipped
+    # (SPEC §6): a cap on its target can only make the trade larger, so it stays an ALLOW.
+    cut = bool(clips) and not (value != 0 and 0 <= raw_target / value <= 1)
     if denied is not None:
         deciding_layer, deciding_reason = denied
-    elif clips:
+    elif cut:
         deciding_layer, deciding_reason = clips[-1].layer, clips[-1].reason
-    action = "CLIP" if clips or denied is not None else "ALLOW"
+    action = "CLIP" if cut or denied is not None else "ALLOW"
     if goal == 0 and action == "ALLOW":
         deciding_reason = "close_position"
     return Outcome(
