@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data
 DEMO   := out/demo
 
-.PHONY: install lint test test-unit run bench clean
+.PHONY: install lint test test-unit run bench clean kafka-up kafka-down
 
 install: $(STAMP)
 
@@ -36,6 +36,12 @@ run: install
 
 bench: install
 	$(BIN)/python bench/replay_throughput.py
+
+kafka-up: install
+	$(BIN)/riskguard kafka up
+
+kafka-down: install
+	$(BIN)/riskguard kafka down
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache

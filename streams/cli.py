@@ -6,7 +6,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Annotated, Literal
+from typing import IO, Annotated, Any, Literal
 
 import orjson
 import typer
@@ -201,6 +201,46 @@ def schema(
     cfg_path.write_bytes(orjson.dumps(ConfigModel.model_json_schema(), option=orjson.OPT_INDENT_2))
     written.append(cfg_path.name)
     err.print(f"wrote {len(written)} schemas to {out}: {', '.join(written)}")
+
+
+kafka_app = typer.Typer(help="The local Kafka 3.9 broker (KRaft, 127.0.0.1): fetched with Maven, never committed.")
+app.add_typer(kafka_app, name="kafka")
+
+PortOpt = Annotated[int, typer.Option("--port", envvar="RISKGUARD_KAFKA_PORT", help="Client port.")]
+
+
+def _broker(port: int) -> Any:
+    from streams.broker import Broker
+
+    return Broker(port=port, controller_port=port + 1)
+
+
+@kafka_app.command("up")
+def kafka_up(port: PortOpt = 9092) -> None:
+    """Fetch the jars (once), format storage (once), start the broker and wait until it answers."""
+    from streams.broker import BrokerError, up
+
+    try:
+        err.print(f"kafka: {up(_broker(port))}")
+    except BrokerError as exc:
+        err.print(f"[bold red]kafka: {exc}[/]")
+        raise typer.Exit(1) from None
+
+
+@kafka_app.command("down")
+def kafka_down(port: PortOpt = 9092) -> None:
+    """Stop the broker that `riskguard kafka up` started (and nothing else)."""
+    from streams.broker import down
+
+    err.print(f"kafka: {down(_broker(port))}")
+
+
+@kafka_app.command("status")
+def kafka_status(port: PortOpt = 9092) -> None:
+    """Say whether a broker answers on the port and whether riskguard started it."""
+    from streams.broker import status
+
+    err.print(f"kafka: {status(_broker(port))}")
 
 
 def main() -> None:
