@@ -137,7 +137,7 @@ def replay(
             outputs = engine.process(item.topic, item.value)
         else:
             number, raw, error = item
-            engine.stats["dead_letters"] += 1
+            engine.count("dead_letters")
             # Event time of the last good line: keeps replays byte-identical (the worker uses wall clock).
             outputs = [dead_letter(DeadLetterSource(line=number), _guess_key(raw), raw, error, format_ts(last_ts))]
         for output in outputs:

@@ -75,7 +75,7 @@ def test_total_loss_when_equity_at_ninety_pct_of_initial_then_shutdown_survives_
     result = tape.run({"accounts": {"a": {"profile": "standard"}}})
 
     assert _states(result) == [("SHUTDOWN", "max_total_loss")]
-    assert result.engine.books["a"].level1.trading_state == "SHUTDOWN"
+    assert result.engine.account_state("a").trading_state == "SHUTDOWN"
 
 
 def test_daily_loss_standard_when_five_pct_below_day_start_equity_then_halted() -> None:
@@ -120,7 +120,7 @@ def test_ftmo_day_when_before_prague_midnight_then_not_rolled() -> None:
 
     # Day start balance is still 100,000: limit 95,000 not reached.
     assert _states(result) == []
-    assert result.engine.books["a"].level1.day_start_balance == 100_000
+    assert result.engine.account_state("a").day_start_balance == 100_000
 
 
 def test_the5ers_daily_loss_when_equity_below_max_of_balance_and_equity_at_5pm_new_york_then_halted() -> None:

@@ -55,7 +55,7 @@ def test_duplicate_fill_and_signal_ids_when_replayed_then_ignored_and_counted() 
 
     result = tape.run(BASE)
 
-    assert result.engine.books["a"].positions["X"].qty == 10
+    assert result.engine.position("a", "X").qty == 10
     assert len(result.decisions) == 1
     assert result.engine.stats["duplicates"] == 2
 
@@ -65,7 +65,7 @@ def test_bar_when_older_than_last_bar_of_symbol_then_ignored() -> None:
 
     result = tape.run(BASE)
 
-    assert result.engine.market["X"].close == 10.0
+    assert result.engine.last_close("X") == 10.0
     assert result.engine.stats["out_of_order"] == 1
 
 

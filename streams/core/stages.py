@@ -1,0 +1,871 @@
+"""The guard as four level stages, each `state + item -> (outputs, items for the next level)`.
+
+Level 2 (market: prices, ATR, clusters) -> Level 1 (account) -> Level 3 (symbol) -> Level 4
+(portfolio, where the decision kernel runs). Each stage keeps only its own level's state, and a
+later stage learns what an earlier one decided from the notes on the item, never by reading its
+state. That is what lets the Faust shell run one agent and one table per level over an ordered,
+account-keyed log, and the in-process `Engine` run the very same stages one after the other.
+
+Partition-wide items (bars, cluster maps) reach every partition; account items reach the account's
+partition. A stage that serves partition `p` only knows the accounts it has seen there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from schemas.base import OutputModel
+from schemas.config import Config, RiskConfig
+from schemas.inputs import Bar, Control, Equity, Fill, Signal
+from schemas.outputs import ClipRecord, Decision, Halt, HaltFacts, RiskEvent
+from schemas.timefmt import format_ts
+from streams.core import account as l1
+from streams.core import symbol as l3
+from streams.core.clusters import ClusterMap, ClusterParams, ClusterState
+from streams.core.decision import Outcome, TradeContext, evaluate
+from streams.core.ids import decision_id, stable_id
+from streams.core.market import SymbolMarket, update_atr
+from streams.core.portfolio import crossed_warning, exposures, heat_score
+from streams.core.positions import Ledger, Position, add_pending, apply_fill
+from streams.core.sizing import size_notional
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One output message: logical topic, key and value."""
+
+    topic: str
+    key: str | None
+    value: OutputModel
+
+
+@dataclass(slots=True)
+class Item:
+    """What one level hands to the next: the event and the notes the levels added."""
+
+    kind: str
+    account: str | None
+    event: Any
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+Result = tuple[list[Output], list[Item]]
+
+
+def cluster_params(config: Config) -> ClusterParams:
+    """The market-wide cluster parameters of the file's `risk.clusters`."""
+    c = config.risk.clusters
+    return ClusterParams(
+        window=c.window,
+        min_periods=c.min_periods,
+        threshold=c.threshold,
+        method=c.method,
+        demean_market=c.demean_market,
+        static=tuple((name, tuple(members)) for name, members in sorted(c.static.items())),
+    )
+
+
+def item_for(topic: str, event: Any) -> Item:
+    """Wrap a validated input event as the first level's item."""
+    if isinstance(event, Bar):
+        return Item("bar", None, event)
+    if isinstance(event, Equity | Fill | Signal | Control):
+        kind = {Equity: "equity", Fill: "fill", Signal: "signal", Control: "control"}[type(event)]
+        return Item(kind, event.account, event)
+    raise TypeError(f"unsupported event on {topic}: {type(event).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    """What Level 1 tells the later levels about an account."""
+
+    trading_state: str
+    equity: float | None
+    initialized: bool
+    vol_scale: float
+    day_start: int | None
+    day_start_equity: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trading_state": self.trading_state,
+            "equity": self.equity,
+            "initialized": self.initialized,
+            "vol_scale": self.vol_scale,
+            "day_start": self.day_start,
+            "day_start_equity": self.day_start_equity,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AccountView:
+        return cls(**data)
+
+
+# --------------------------------------------------------------------------- Level 2: market
+@dataclass(slots=True)
+class MarketState:
+    """Level-2 state of one partition: prices, ATR and the correlation clusters."""
+
+    clusters: ClusterState
+    symbols: dict[str, SymbolMarket] = field(default_factory=dict)
+    published: dict[str, str] = field(default_factory=dict)
+
+
+class MarketStage:
+    """Level 2: prices, Wilder ATR and the cluster map, market-wide (on bars)."""
+
+    name = "market"
+
+    def __init__(self, config: Config, partition: int = 0) -> None:
+        self.config = config
+        self.partition = partition
+        self.state = MarketState(ClusterState(cluster_params(config)))
+        self.stats: Counter[str] = Counter()
+        self._atr_period = config.risk.sizing.atr_period
+
+    def process(self, item: Item) -> Result:
+        if item.kind == "bar":
+            return self._bar(item.event)
+        if item.kind == "signal":
+            m = self.state.symbols.get(item.event.symbol)
+            if m is not None and m.close > 0:
+                item.notes["close"] = m.close
+                item.notes["atr"] = m.atr
+        return [], [item]
+
+    def finish(self) -> Result:
+        cmap = self.state.clusters.flush()
+        return self._map(cmap) if cmap is not None else ([], [])
+
+    def _bar(self, bar: Bar) -> Result:
+        m = self.state.symbols.get(bar.symbol)
+        if m is None:
+            m = SymbolMarket()
+            self.state.symbols[bar.symbol] = m
+        if bar.ts <= m.last_ts:
+            self.stats["duplicates" if bar.ts == m.last_ts else "out_of_order"] += 1
+            return [], []
+        update_atr(m, bar.high, bar.low, self._atr_period)
+        m.last_ts, m.close = bar.ts, bar.close
+        outputs: list[Output] = []
+        items: list[Item] = []
+        cmap = self.state.clusters.on_bar(bar.symbol, bar.ts, bar.close)
+        if cmap is not None:
+            outputs, items = self._map(cmap)
+        items.append(Item("bar", None, bar, {"atr": m.atr}))
+        return outputs, items
+
+    def _map(self, cmap: ClusterMap) -> Result:
+        if cmap.assignment == self.state.published:
+            return [], []
+        self.state.published = dict(cmap.assignment)
+        self.stats["cluster_maps"] += 1
+        note = Item("cluster_map", None, None, {"version": cmap.version, "assignment": dict(cmap.assignment)})
+        if self.partition != 0:
+            return [], [note]  # every partition computes the same map; partition 0 publishes it
+        clusters = {cid: list(members) for cid, members in sorted(cmap.members.items()) if len(members) > 1}
+        event = RiskEvent(
+            event_id=stable_id("evt", "cluster_map", cmap.version, cmap.ts),
+            kind="cluster_map",
+            account=None,
+            ts=cmap.ts,
+            details={
+                "version": cmap.version,
+                "symbols": len(cmap.assignment),
+                "clusters": clusters,
+                "singletons": sum(1 for members in cmap.members.values() if len(members) == 1),
+                "largest": max((len(m) for m in cmap.members.values()), default=0),
+            },
+        )
+        return [Output("events", None, event)], [note]
+
+
+# --------------------------------------------------------------------------- Level 1: account
+class AccountStage:
+    """Level 1: trading day, loss limits, drawdowns; publishes every state change as a Halt."""
+
+    name = "account"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.accounts: dict[str, l1.AccountState] = {}
+        self.next_roll: int | None = None
+        self.stats: Counter[str] = Counter()
+        self._rules: dict[str, RiskConfig] = {}
+
+    def rules(self, account: str) -> RiskConfig:
+        rules = self._rules.get(account)
+        if rules is None:
+            rules = self.config.risk_for(account)
+            self._rules[account] = rules
+        return rules
+
+    def process(self, item: Item) -> Result:
+        if item.kind == "bar":
+            return self._bar(item)
+        if item.account is None:
+            return [], [item]
+        account = item.account
+        state = self.accounts.get(account)
+        if state is None:
+            state = l1.AccountState()
+            self.accounts[account] = state
+        rules = self.rules(account)
+        if item.kind == "equity":
+            ev: Equity = item.event
+            if state.last_equity_ts is not None and ev.ts < state.last_equity_ts:
+                self.stats["out_of_order"] += 1
+                return [], []
+        ts = item.event.ts
+        outputs, flatten = self._changes(account, l1.roll_day(state, ts, rules.account), rules)
+        if item.kind == "equity":
+            ev = item.event
+            more, more_flatten = self._changes(
+                account, l1.apply_equity(state, ev.ts, ev.equity, ev.balance, rules.account), rules
+            )
+            outputs += more
+            flatten += more_flatten
+        self._schedule(state)
+        item.notes["account"] = self.view(account).to_json()
+        if flatten:
+            item.notes["flatten"] = flatten
+        return outputs, [item]
+
+    def view(self, account: str) -> AccountView:
+        state = self.accounts[account]
+        rules = self.rules(account)
+        equity = state.equity if state.equity is not None else rules.account.initial_balance
+        return AccountView(
+            trading_state=state.trading_state,
+            equity=equity,
+            initialized=state.initialized,
+            vol_scale=l1.vol_scale(state, rules.portfolio.vol_target),
+            day_start=state.day_start,
+            day_start_equity=state.day_start_equity,
+        )
+
+    def _schedule(self, state: l1.AccountState) -> None:
+        if state.next_reset is not None and (self.next_roll is None or state.next_reset < self.next_roll):
+            self.next_roll = state.next_reset
+
+    def _bar(self, item: Item) -> Result:
+        ts = item.event.ts
+        if self.next_roll is None or ts < self.next_roll:
+            return [], [item]
+        outputs: list[Output] = []
+        items: list[Item] = []
+        self.next_roll = None
+        for account in sorted(self.accounts):
+            state = self.accounts[account]
+            if state.next_reset is not None and ts >= state.next_reset:
+                rules = self.rules(account)
+                more, flatten = self._changes(account, l1.roll_day(state, ts, rules.account), rules)
+                outputs += more
+                notes: dict[str, Any] = {"account": self.view(account).to_json()}
+                if flatten:
+                    notes["flatten"] = flatten
+                items.append(Item("account", account, None, notes))
+            self._schedule(state)
+        items.append(item)
+        return outputs, items
+
+    def _changes(
+        self, account: str, changes: list[l1.StateChange], rules: RiskConfig
+    ) -> tuple[list[Output], list[list[Any]]]:
+        outputs: list[Output] = []
+        flatten: list[list[Any]] = []
+        for change in changes:
+            halt_id = stable_id("halt", account, change.ts, change.previous_state, change.state, change.reason)
+            halt = Halt(
+                halt_id=halt_id,
+                account=account,
+                ts=change.ts,
+                state=change.state,
+                previous_state=change.previous_state,
+                reason=change.reason,
+                until=change.until,
+                facts=HaltFacts(**change.facts),
+            )
+            self.stats[f"halt_{change.state}"] += 1
+            outputs.append(Output("halts", account, halt))
+            if change.state in ("HALTED", "SHUTDOWN"):
+                flatten.append([halt_id, change.state, change.ts])
+        return outputs, flatten
+
+
+# --------------------------------------------------------------------------- Level 3: symbol
+@dataclass(slots=True)
+class SymbolBook:
+    """Level-3 state of one account: targets, stops and vetoes, filled positions, the ledger."""
+
+    symbols: dict[str, l3.SymbolState] = field(default_factory=dict)
+    filled: dict[str, Position] = field(default_factory=dict)
+    ledger: Ledger = field(default_factory=Ledger)
+    seen_fills: set[str] = field(default_factory=set)
+    seen_signals: set[str] = field(default_factory=set)
+    last_signal_ts: int | None = None
+    view: AccountView | None = None
+
+
+_GATED = ("HALTED", "SHUTDOWN", "REDUCING")
+
+
+class SymbolStage:
+    """Level 3: targets (sizing, vol scale, symbol cap, signal change), stops, re-entry veto, cadence."""
+
+    name = "symbol"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.books: dict[str, SymbolBook] = {}
+        self.watchers: dict[str, set[str]] = {}
+        self.stats: Counter[str] = Counter()
+        self._rules: dict[str, RiskConfig] = {}
+
+    def rules(self, account: str) -> RiskConfig:
+        rules = self._rules.get(account)
+        if rules is None:
+            rules = self.config.risk_for(account)
+            self._rules[account] = rules
+        return rules
+
+    def book(self, account: str) -> SymbolBook:
+        book = self.books.get(account)
+        if book is None:
+            book = SymbolBook()
+            self.books[account] = book
+        return book
+
+    def process(self, item: Item) -> Result:
+        if item.kind == "bar":
+            return self._bar(item)
+        if item.account is None:
+            return [], [item]
+        book = self.book(item.account)
+        if "account" in item.notes:
+            book.view = AccountView.from_json(item.notes["account"])
+        if item.kind == "fill":
+            return self._fill(item, book)
+        if item.kind == "signal":
+            return self._signal(item, book)
+        return [], [item]
+
+    def _watch(self, account: str, symbol: str) -> None:
+        self.watchers.setdefault(symbol, set()).add(account)
+
+    def _fill(self, item: Item, book: SymbolBook) -> Result:
+        fill: Fill = item.event
+        if fill.fill_id in book.seen_fills:
+            self.stats["duplicates"] += 1
+            return [], []
+        book.seen_fills.add(fill.fill_id)
+        position = book.filled.get(fill.symbol)
+        if position is None:
+            position = Position()
+            book.filled[fill.symbol] = position
+        apply_fill(position, book.ledger, fill.signed_qty, fill.price, fill.fee, None)
+        self._watch(fill.account, fill.symbol)
+        return [], [item]
+
+    def _signal(self, item: Item, book: SymbolBook) -> Result:
+        sig: Signal = item.event
+        if sig.signal_id in book.seen_signals:
+            self.stats["duplicates"] += 1
+            return [], []
+        if book.last_signal_ts is not None and sig.ts < book.last_signal_ts:
+            self.stats["out_of_order"] += 1
+            return [], []
+        book.seen_signals.add(sig.signal_id)
+        book.last_signal_ts = sig.ts
+        state = book.symbols.get(sig.symbol)
+        if state is None:
+            state = l3.SymbolState()
+            book.symbols[sig.symbol] = state
+        self._watch(sig.account, sig.symbol)
+        price = sig.price if sig.price is not None else item.notes.get("close")
+        view = book.view
+        equity = view.equity if view is not None else None
+        if price is None or equity is None:
+            item.notes["deny"] = ["per_symbol", "no_price"] if price is None else ["account", "equity_unknown"]
+            item.notes["price"] = price or 0.0
+            return [], [item]
+        assert view is not None  # noqa: S101 - equity came from the view
+        rules = self.rules(sig.account)
+        if sig.target_notional is not None:
+            raw = sig.target_notional
+        elif sig.target_weight is not None:
+            raw = sig.target_weight * equity
+        else:
+            atr = sig.atr if sig.atr is not None else item.notes.get("atr")
+            assert sig.direction is not None  # noqa: S101 - schema guarantees one target
+            raw, method = size_notional(sig.direction.value, equity, price, atr, rules.sizing, book.ledger)
+            item.notes["sizing"] = {"sizing_method": method, "atr": atr}
+        target = raw * view.vol_scale
+        item.notes.update({"price": price, "target": target, "committed": state.committed, "vetoed": state.vetoed})
+        state.last_eval = sig.ts
+        capped = _capped_target(target, rules, equity, sig.symbol)
+        threshold = self.config.policy.rebalance_triggers.signal_change_threshold
+        committed = state.committed
+        unchanged = (
+            self.config.policy.rebalance_triggers.on_signal_change
+            and committed is not None
+            and abs(capped - committed) <= threshold * abs(committed)
+        )
+        # While vetoed or gated, only a smaller target may become the plan: a denied increase must not
+        # come back through cadence once the account or symbol is free again.
+        smaller = capped == 0 or (committed is not None and capped * committed > 0 and abs(capped) <= abs(committed))
+        if not unchanged and (smaller or not (state.vetoed or view.trading_state in _GATED)):
+            state.committed = capped
+        return [], [item]
+
+    def _bar(self, item: Item) -> Result:
+        bar: Bar = item.event
+        work: dict[str, dict[str, Any]] = {}
+        for account in sorted(self.watchers.get(bar.symbol, ())):
+            note = self._bar_for(account, bar)
+            if note:
+                work[account] = note
+        if work:
+            item.notes["accounts"] = work
+        return [], [item]
+
+    def _bar_for(self, account: str, bar: Bar) -> dict[str, Any]:
+        book = self.books[account]
+        rules = self.rules(account)
+        sym = bar.symbol
+        position = book.filled.get(sym)
+        state = book.symbols.get(sym)
+        if position is not None:
+            levels = rules.stops.for_symbol(sym)
+            if position.qty != 0 and l3.has_stops(levels):
+                hit = l3.check_stops(position, bar.open, bar.high, bar.low, levels)
+                l3.mark_extremes(position, bar.high, bar.low)
+                if hit is not None:
+                    if state is None:
+                        state = l3.SymbolState()
+                        book.symbols[sym] = state
+                    l3.stop_out(state, rules.stops)
+                    state.last_eval = bar.ts
+                    self.stats[hit.origin] += 1
+                    return {"stop": [hit.origin, hit.price]}
+            else:
+                l3.mark_extremes(position, bar.high, bar.low)
+        if state is None:
+            return {}
+        if state.vetoed:
+            l3.tick_cooldown(state, rules.stops)
+            return {}
+        if state.committed is None or not self.config.policy.rebalance_triggers.on_cadence_tick:
+            return {}
+        due = state.last_eval is None or bar.ts - state.last_eval >= rules.per_symbol.rebalance_cadence
+        if not due:
+            return {"wait": state.committed}
+        state.last_eval = bar.ts
+        return {"cadence": state.committed}
+
+
+def _capped_target(target: float, rules: RiskConfig, equity: float, symbol: str) -> float:
+    for limit in (rules.per_symbol.cap_for(symbol), _weight_cap(rules, equity)):
+        if limit is not None and abs(target) > limit:
+            target = math.copysign(max(limit, 0.0), target)
+    return target
+
+
+def _weight_cap(rules: RiskConfig, equity: float) -> float | None:
+    pct = rules.per_symbol.max_weight_pct
+    return pct * equity if pct is not None else None
+
+
+# --------------------------------------------------------------------------- Level 4: portfolio
+@dataclass(slots=True)
+class PortfolioBook:
+    """Level-4 state of one account: projected positions, the day's entry quota, the account view."""
+
+    positions: dict[str, Position] = field(default_factory=dict)
+    quota_used: float = 0.0
+    quota_day: int | None = None
+    view: AccountView | None = None
+
+
+@dataclass(slots=True)
+class PortfolioMarket:
+    """Level-4 state of one partition: marks, ATR and the cluster map it caps by."""
+
+    closes: dict[str, float] = field(default_factory=dict)
+    atr: dict[str, float] = field(default_factory=dict)
+    clusters: dict[str, str] = field(default_factory=dict)
+
+
+class PortfolioStage:
+    """Level 4 and the decision kernel: group, cluster, gross and net caps; every decision."""
+
+    name = "portfolio"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.version = config.config_version
+        self.shadow = config.mode == "shadow"
+        self.books: dict[str, PortfolioBook] = {}
+        self.market = PortfolioMarket()
+        self.stats: Counter[str] = Counter()
+        self._rules: dict[str, RiskConfig] = {}
+
+    def rules(self, account: str) -> RiskConfig:
+        rules = self._rules.get(account)
+        if rules is None:
+            rules = self.config.risk_for(account)
+            self._rules[account] = rules
+        return rules
+
+    def book(self, account: str) -> PortfolioBook:
+        book = self.books.get(account)
+        if book is None:
+            book = PortfolioBook()
+            self.books[account] = book
+        return book
+
+    def cluster_of(self, symbol: str) -> str:
+        return self.market.clusters.get(symbol, "c:" + symbol)
+
+    def process(self, item: Item) -> Result:
+        if item.kind == "cluster_map":
+            self.market.clusters = dict(item.notes["assignment"])
+            return [], []
+        if item.kind == "bar":
+            return self._bar(item), []
+        if item.account is None:
+            return [], []
+        account = item.account
+        book = self.book(account)
+        outputs: list[Output] = []
+        if "account" in item.notes:
+            self._view(book, AccountView.from_json(item.notes["account"]))
+        for halt_id, state, ts in item.notes.get("flatten", ()):
+            outputs += self._flatten(account, book, ts, halt_id, state)
+        if item.kind == "fill":
+            fill: Fill = item.event
+            position = self._position(book, fill.symbol)
+            apply_fill(position, Ledger(), fill.signed_qty, fill.price, fill.fee, fill.decision_id)
+            if fill.symbol not in self.market.closes:
+                position.last_price = fill.price
+        elif item.kind == "signal":
+            outputs += self._signal(account, book, item)
+        elif item.kind == "control":
+            self.stats["controls_ignored"] += 1
+        return outputs, []
+
+    def _view(self, book: PortfolioBook, view: AccountView) -> None:
+        if view.day_start != book.quota_day:
+            book.quota_day = view.day_start
+            book.quota_used = 0.0
+        book.view = view
+
+    def _position(self, book: PortfolioBook, sym: str) -> Position:
+        position = book.positions.get(sym)
+        if position is None:
+            position = Position()
+            book.positions[sym] = position
+        return position
+
+    def _mark(self, sym: str, position: Position) -> float:
+        close = self.market.closes.get(sym)
+        return close if close is not None else position.last_price
+
+    def _bar(self, item: Item) -> list[Output]:
+        bar: Bar = item.event
+        self.market.closes[bar.symbol] = bar.close
+        if item.notes.get("atr") is not None:
+            self.market.atr[bar.symbol] = item.notes["atr"]
+        outputs: list[Output] = []
+        source = None
+        for account, note in item.notes.get("accounts", {}).items():
+            book = self.book(account)
+            if "wait" in note:
+                if self._outside_band(account, book, bar.symbol, note["wait"], bar.close, bar.ts):
+                    self.stats["noop_cadence"] += 1
+                continue
+            source = source or f"{bar.symbol}@{format_ts(bar.ts)}"
+            if "stop" in note:
+                origin, price = note["stop"]
+                if bar.symbol in book.positions:
+                    ctx = self._exit_context(book, bar.symbol, bar.ts, origin, origin, "per_symbol", price)
+                    outputs += self._publish(account, book, bar.symbol, bar.ts, origin, source, ctx, evaluate(ctx))
+                continue
+            base = self._trade_context(account, book, bar.symbol, bar.ts, "cadence", bar.close, note["cadence"], None)
+            if base is None:
+                continue
+            cadence = replace(base, check_signal_change=False)
+            outcome = evaluate(cadence)
+            if outcome.action == "NOOP":
+                self.stats["noop_band"] += 1
+                continue
+            outputs += self._publish(account, book, bar.symbol, bar.ts, "cadence", source, cadence, outcome)
+        return outputs
+
+    def _outside_band(self, account: str, book: PortfolioBook, sym: str, target: float, price: float, ts: int) -> bool:
+        position = book.positions.get(sym)
+        value = position.projected(ts) * price if position is not None else 0.0
+        band = self.rules(account).per_symbol.band_pct
+        lo, hi = (
+            (target * (1 - band), target * (1 + band)) if target >= 0 else (target * (1 + band), target * (1 - band))
+        )
+        return not lo <= value <= hi
+
+    def _flatten(self, account: str, book: PortfolioBook, ts: int, halt_id: str, state: str) -> list[Output]:
+        outputs: list[Output] = []
+        for sym in sorted(book.positions):
+            if book.positions[sym].projected(ts) == 0:
+                continue
+            ctx = self._exit_context(book, sym, ts, "flatten", f"flatten_{state.lower()}", "account")
+            outputs += self._publish(account, book, sym, ts, "flatten", halt_id, ctx, evaluate(ctx))
+        return outputs
+
+    def _signal(self, account: str, book: PortfolioBook, item: Item) -> list[Output]:
+        sig: Signal = item.event
+        notes = item.notes
+        if "deny" in notes:
+            layer, reason = notes["deny"]
+            return [self._bare_decision(book, sig, notes["price"], layer, reason)]
+        ctx = self._trade_context(
+            account,
+            book,
+            sig.symbol,
+            sig.ts,
+            "signal",
+            notes["price"],
+            notes["target"],
+            notes["committed"],
+            vetoed=notes["vetoed"],
+        )
+        assert ctx is not None  # noqa: S101 - Level 3 denied signals without equity
+        outcome = evaluate(ctx)
+        if outcome.reason == "within_band":
+            self.stats["noop_band"] += 1
+        return self._publish(
+            account, book, sig.symbol, sig.ts, "signal", sig.signal_id, ctx, outcome, notes.get("sizing")
+        )
+
+    def _bare_decision(self, book: PortfolioBook, sig: Signal, price: float, layer: str, reason: str) -> Output:
+        view = book.view
+        decision = Decision(
+            decision_id=decision_id(sig.account, "signal", sig.signal_id, sig.symbol),
+            account=sig.account,
+            symbol=sig.symbol,
+            ts=sig.ts,
+            origin="signal",
+            source_id=sig.signal_id,
+            action="DENY",
+            side=None,
+            qty=0.0,
+            requested_qty=0.0,
+            price=price,
+            notional=0.0,
+            layer=layer,
+            reason=reason,
+            facts={
+                "price": price,
+                "equity": view.equity if view is not None else None,
+                "trading_state": view.trading_state if view is not None else "ACTIVE",
+            },
+            mode="shadow" if self.shadow else "enforce",
+            config_version=self.version,
+        )
+        self.stats[f"orders_denied_{layer}"] += 1
+        return Output("decisions", sig.account, decision)
+
+    def _values(self, book: PortfolioBook, ts: int, skip: str) -> list[tuple[str, float]]:
+        values = []
+        for sym, position in book.positions.items():
+            if sym == skip:
+                continue
+            qty = position.projected(ts)
+            if qty != 0:
+                values.append((sym, qty * self._mark(sym, position)))
+        return values
+
+    def _trade_context(
+        self,
+        account: str,
+        book: PortfolioBook,
+        sym: str,
+        ts: int,
+        origin: str,
+        price: float,
+        target: float,
+        committed: float | None,
+        vetoed: bool = False,
+    ) -> TradeContext | None:
+        view = book.view
+        if view is None or view.equity is None:
+            return None
+        equity = view.equity
+        rules = self.rules(account)
+        position = book.positions.get(sym)
+        filled = position.qty if position is not None else 0.0
+        pending = position.pending_qty(ts) if position is not None else 0.0
+        values = self._values(book, ts, sym)
+        values.append((sym, (filled + pending) * price))
+        group = rules.groups.group_of(sym)
+        cluster = self.cluster_of(sym)
+        exp = exposures(values, rules.groups.group_of, self.cluster_of, group, cluster)
+        conc = rules.concentration
+        quota_pct = rules.account.daily_entry_quota_pct
+        quota = None if quota_pct is None else max(quota_pct * view.day_start_equity - book.quota_used, 0.0)
+        triggers = self.config.policy.rebalance_triggers
+        state = view.trading_state if (view.initialized or equity > 0) else "UNKNOWN"
+        weight_cap = _weight_cap(rules, equity)
+        return TradeContext(
+            origin=origin,
+            price=price,
+            filled_qty=filled,
+            pending_qty=pending,
+            equity=equity,
+            trading_state=state,
+            requested_target=target,
+            committed_target=committed,
+            check_signal_change=triggers.on_signal_change,
+            signal_change_threshold=triggers.signal_change_threshold,
+            vetoed=vetoed,
+            symbol_cap=rules.per_symbol.cap_for(sym),
+            weight_cap=weight_cap,
+            band_pct=rules.per_symbol.band_pct,
+            band_enabled=triggers.on_threshold_breach,
+            rebalance_to=rules.per_symbol.rebalance_to,
+            max_notional=rules.per_trade.max_notional,
+            lot_size=rules.per_trade.lot_size,
+            min_order_notional=rules.per_trade.min_order_notional,
+            quota_headroom=quota,
+            cluster_id=cluster,
+            cluster_exposure=exp.cluster_exposure,
+            cluster_cap=rules.clusters.cap_pct * equity if rules.clusters.cap_pct is not None else None,
+            cluster_critical=conc.cluster[1] * equity,
+            group=group,
+            group_exposure=exp.group_exposure,
+            group_cap=rules.groups.cap_for(group),
+            group_critical=conc.group[1] * equity if group != "Default" else None,
+            gross=exp.gross,
+            gross_cap=rules.portfolio.gross_cap,
+            net=exp.net,
+            net_cap=rules.portfolio.net_cap,
+            position_critical=conc.position[1] * equity,
+            vol_scale=view.vol_scale,
+        )
+
+    def _exit_context(
+        self,
+        book: PortfolioBook,
+        sym: str,
+        ts: int,
+        origin: str,
+        reason: str,
+        layer: str,
+        price: float | None = None,
+    ) -> TradeContext:
+        position = book.positions[sym]
+        mark = price if price is not None else self._mark(sym, position)
+        view = book.view
+        return TradeContext(
+            origin=origin,
+            price=mark,
+            filled_qty=position.qty,
+            pending_qty=position.pending_qty(ts),
+            equity=view.equity if view is not None and view.equity is not None else 0.0,
+            trading_state=view.trading_state if view is not None else "ACTIVE",
+            exit=True,
+            exit_reason=reason,
+            exit_layer=layer,
+        )
+
+    def _publish(
+        self,
+        account: str,
+        book: PortfolioBook,
+        sym: str,
+        ts: int,
+        origin: str,
+        source_id: str,
+        ctx: TradeContext,
+        outcome: Outcome,
+        facts_extra: dict[str, Any] | None = None,
+    ) -> list[Output]:
+        if not outcome.published:
+            return []
+        did = decision_id(account, origin, source_id, sym)
+        signed = outcome.signed_qty
+        rules = self.rules(account)
+        if signed != 0 and not self.shadow:
+            add_pending(self._position(book, sym), did, signed, ts + rules.pending_ttl)
+            book.quota_used += outcome.opening_notional
+        facts = ctx.to_facts()
+        facts["band"] = list(outcome.band) if outcome.band is not None else None
+        if facts_extra:
+            facts.update(facts_extra)
+        warnings: list[Output] = []
+        if signed != 0 and not ctx.exit:
+            facts["heat"], warnings = self._concentration(account, rules, sym, ctx, signed, ts)
+        decision = Decision(
+            decision_id=did,
+            account=account,
+            symbol=sym,
+            ts=ts,
+            origin=origin,
+            source_id=source_id,
+            action=outcome.action,
+            side=outcome.side,
+            qty=outcome.qty,
+            requested_qty=outcome.requested_qty,
+            price=ctx.price,
+            notional=outcome.qty * ctx.price,
+            layer=outcome.layer,
+            reason=outcome.reason,
+            clips=[ClipRecord(layer=c.layer, reason=c.reason, before=c.before, after=c.after) for c in outcome.clips],
+            facts=facts,
+            mode="shadow" if self.shadow else "enforce",
+            config_version=self.version,
+        )
+        self._count(outcome)
+        return [Output("decisions", account, decision), *warnings]
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome.action == "ALLOW":
+            self.stats["orders_allowed"] += 1
+        elif outcome.action == "CLIP":
+            self.stats[f"orders_clipped_{outcome.layer}"] += 1
+        elif outcome.action == "DENY":
+            self.stats[f"orders_denied_{outcome.layer}"] += 1
+        else:
+            self.stats[f"noop_{outcome.reason}"] += 1
+
+    def _concentration(
+        self, account: str, rules: RiskConfig, sym: str, ctx: TradeContext, signed: float, ts: int
+    ) -> tuple[float, list[Output]]:
+        equity = ctx.equity
+        before = ctx.projected_qty * ctx.price
+        after = before + signed * ctx.price
+        atr = self.market.atr.get(sym, 0.0)
+        heat = heat_score(after, (ctx.projected_qty + signed) * atr * rules.sizing.atr_multiplier, equity)
+        if equity <= 0:
+            return heat, []
+        conc = rules.concentration
+        delta = abs(after) - abs(before)
+        buckets = (
+            ("position", sym, abs(before), conc.position[0]),
+            ("group", ctx.group, ctx.group_exposure, conc.group[0] if ctx.group != "Default" else math.inf),
+            ("cluster", ctx.cluster_id, ctx.cluster_exposure, conc.cluster[0]),
+        )
+        outputs: list[Output] = []
+        for bucket, name, exposure, warn in buckets:
+            weight_before, weight_after = exposure / equity, (exposure + delta) / equity
+            if crossed_warning(weight_before, weight_after, warn):
+                event = RiskEvent(
+                    event_id=stable_id("evt", "concentration", account, bucket, name, ctx.origin, ts, signed),
+                    kind="concentration_warning",
+                    account=account,
+                    ts=ts,
+                    details={"bucket": bucket, "name": name, "weight": weight_after, "warn": warn, "symbol": sym},
+                )
+                outputs.append(Output("events", account, event))
+        return heat, outputs
