@@ -20,8 +20,17 @@ lint: install
 	$(BIN)/ruff check streams schemas tests bench
 	$(BIN)/mypy --strict streams/core schemas
 
+KAFKA_TEST_PORT ?= 19092
+
+# Starts the local broker for the run (unless one answers), runs every test, stops what it started.
 test: lint
-	$(BIN)/pytest -q -n 2 tests
+	@started=0; \
+	if ! $(BIN)/python -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1',$(KAFKA_TEST_PORT))))"; then \
+		$(BIN)/riskguard kafka up --port $(KAFKA_TEST_PORT) && started=1; \
+	fi; \
+	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_TEST_PORT) $(BIN)/pytest -q -n 2 tests; rc=$$?; \
+	if [ $$started = 1 ]; then $(BIN)/riskguard kafka down --port $(KAFKA_TEST_PORT); fi; \
+	exit $$rc
 
 test-unit: install
 	$(BIN)/pytest -q -n 2 tests/unit

@@ -407,7 +407,8 @@ class Config(Frozen):
         """The file's `version`, else a stable hash of its validated content."""
         if self.version:
             return self.version
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # Deployment settings (kafka) do not change a decision, so they do not change its version.
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"kafka"}), sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     @cached_property

@@ -203,6 +203,79 @@ def schema(
     err.print(f"wrote {len(written)} schemas to {out}: {', '.join(written)}")
 
 
+@app.command()
+def worker(
+    config: ConfigOpt = None,
+    store: Annotated[str | None, typer.Option(help="Table store: rocksdb:// (default) or memory://.")] = None,
+    web_port: Annotated[int | None, typer.Option(help="Port of the worker's web server.")] = None,
+    guarantee: Annotated[str | None, typer.Option(help="at_least_once (default) or exactly_once.")] = None,
+    datadir: Annotated[str | None, typer.Option(help="Where RocksDB tables live.")] = None,
+) -> None:
+    """Run the Faust worker: the sequencer and one table-backed agent per guard level."""
+    import faust
+
+    from streams.app import WorkerSettings, build_app
+
+    cfg = _config(config)
+    settings = WorkerSettings.from_config(
+        cfg, store=store, web_port=web_port, processing_guarantee=guarantee, datadir=datadir
+    )
+    import asyncio
+
+    from streams.kafka_io import ensure_topics
+    from streams.topology import Topics
+
+    asyncio.run(ensure_topics(Topics.from_settings(cfg.kafka), settings.bootstrap, settings.partitions))
+    faust_app = build_app(cfg, settings)
+    err.print(f"worker {settings.app_id} on {settings.bootstrap}, store {settings.store}, web :{settings.web_port}")
+    faust.Worker(faust_app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+def _bootstrap(cfg: Config) -> str:
+    import os
+
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", cfg.kafka.bootstrap_servers)
+
+
+@app.command()
+def publish(
+    tape: Annotated[str, typer.Argument(help="Input tape (JSON Lines), or - for stdin.")],
+    config: ConfigOpt = None,
+    ordered: Annotated[bool, typer.Option(help="Wait for the sequencer at every change of topic.")] = False,
+    rate: Annotated[float | None, typer.Option(help="Messages per second (default: as fast as possible).")] = None,
+) -> None:
+    """Produce a tape to the input topics."""
+    import asyncio
+
+    from streams.kafka_io import publish as run
+    from streams.topology import Topics
+
+    cfg = _config(config)
+    with _open_in(tape) as source:
+        counts = asyncio.run(run(source, Topics.from_settings(cfg.kafka), _bootstrap(cfg), ordered=ordered, rate=rate))
+    err.print("published " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+
+@app.command()
+def record(
+    config: ConfigOpt = None,
+    topics: Annotated[str, typer.Option(help="Logical topics, comma-separated.")] = "decisions,halts",
+    out: Annotated[str, typer.Option("--out", "-o", help="Output tape, or - for stdout.")] = "-",
+    idle: Annotated[float, typer.Option(help="Stop after this many seconds without a new message.")] = 5.0,
+) -> None:
+    """Consume topics from the beginning (read_committed) and write them as a tape."""
+    import asyncio
+
+    from streams.kafka_io import record as run
+    from streams.topology import Topics
+
+    cfg = _config(config)
+    names = [t.strip() for t in topics.split(",") if t.strip()]
+    with _open_out(out) as sink:
+        counts = asyncio.run(run(Topics.from_settings(cfg.kafka), _bootstrap(cfg), names, sink, idle=idle))
+    err.print("recorded " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+
 kafka_app = typer.Typer(help="The local Kafka 3.9 broker (KRaft, 127.0.0.1): fetched with Maven, never committed.")
 app.add_typer(kafka_app, name="kafka")
 

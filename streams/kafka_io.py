@@ -1,0 +1,209 @@
+"""`riskguard publish` and `riskguard record`: tapes to and from the real broker (aiokafka).
+
+`publish --ordered` makes the pipeline consume a tape in file order: every message carries an
+`rg-seq` header, and before the first line of a different topic the publisher waits until the
+sequencer has passed every earlier line (it watches the sequenced log and the dead letters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from typing import IO, Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from streams.topology import SEQ_HEADER, Topics
+
+
+class PublishError(RuntimeError):
+    """A tape line that cannot be published as an envelope."""
+
+
+def _envelope(raw: bytes) -> tuple[str, bytes | None, bytes]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return "?", None, raw  # sent as is to no topic: counted as skipped
+    if not isinstance(data, dict) or "topic" not in data:
+        return "?", None, raw
+    key = data.get("key")
+    value = data.get("value")
+    body = orjson.dumps(value) if not isinstance(value, str) else value.encode()
+    return str(data["topic"]), key.encode() if isinstance(key, str) else None, body
+
+
+class _Progress:
+    """Watches the sequencer's output for the rg-seq headers it has passed."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self.consumer = consumer
+        self.seen: set[int] = set()
+        self.contiguous = -1
+
+    async def wait_for(self, seq: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.contiguous < seq:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the sequencer did not reach line {seq + 1} within {timeout:.0f} s")
+            batches = await self.consumer.getmany(timeout_ms=5)
+            for records in batches.values():
+                for record in records:
+                    for name, value in record.headers or ():
+                        if name == SEQ_HEADER:
+                            self.seen.add(int(value))
+            while self.contiguous + 1 in self.seen:
+                self.contiguous += 1
+                self.seen.discard(self.contiguous)
+
+
+async def publish(
+    lines: Iterable[bytes],
+    topics: Topics,
+    bootstrap: str,
+    ordered: bool = False,
+    rate: float | None = None,
+    timeout: float = 120.0,
+    on_line: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Produce a tape's envelopes to their Kafka topics; returns counts per logical topic."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all", enable_idempotence=True)
+    await producer.start()
+    progress: _Progress | None = None
+    if ordered:
+        watch = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="latest")
+        await watch.start()
+        parts = []
+        for name in ("sequenced", "deadletter"):
+            kafka_topic = topics.name(name)
+            for partition in sorted(await _partitions(watch, kafka_topic)):
+                parts.append(TopicPartition(kafka_topic, partition))
+        watch.assign(parts)
+        await watch.seek_to_end(*parts)
+        for tp in parts:
+            await watch.position(tp)
+        progress = _Progress(watch)
+    counts: dict[str, int] = {}
+    previous: str | None = None
+    started = time.monotonic()
+    try:
+        for seq, raw in enumerate(line.strip() for line in lines):
+            if not raw:
+                continue
+            logical, key, value = _envelope(raw)
+            if logical == "?":
+                counts["skipped"] = counts.get("skipped", 0) + 1
+                continue
+            if progress is not None and previous is not None and logical != previous and seq > 0:
+                await producer.flush()
+                await progress.wait_for(_last_seq(counts), timeout)
+            await producer.send(
+                topics.name(logical), value=value, key=key, headers=[(SEQ_HEADER, str(_next_seq(counts)).encode())]
+            )
+            counts[logical] = counts.get(logical, 0) + 1
+            previous = logical
+            if rate:
+                await asyncio.sleep(max(0.0, _next_seq(counts) / rate - (time.monotonic() - started)))
+            if on_line is not None:
+                on_line(seq)
+        await producer.flush()
+        if progress is not None and _next_seq(counts) > 0:
+            await progress.wait_for(_last_seq(counts), timeout)
+    finally:
+        await producer.stop()
+        if progress is not None:
+            await progress.consumer.stop()
+    return counts
+
+
+def _next_seq(counts: dict[str, int]) -> int:
+    return sum(v for k, v in counts.items() if k != "skipped")
+
+
+def _last_seq(counts: dict[str, int]) -> int:
+    return _next_seq(counts) - 1
+
+
+async def record(
+    topics: Topics,
+    bootstrap: str,
+    logical_topics: list[str],
+    sink: IO[bytes],
+    idle: float = 5.0,
+    limit_s: float = 600.0,
+) -> dict[str, int]:
+    """Consume topics from the beginning (read_committed) until idle; write a tape of envelopes."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    counts: dict[str, int] = {}
+    try:
+        names = {topics.name(t): t for t in logical_topics}
+        parts: list[TopicPartition] = []
+        for kafka_topic in names:
+            for partition in sorted(await _partitions(consumer, kafka_topic)):
+                parts.append(TopicPartition(kafka_topic, partition))
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        last = time.monotonic()
+        deadline = last + limit_s
+        while time.monotonic() - last < idle and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, records in batches.items():
+                for rec in records:
+                    value: Any = orjson.loads(rec.value) if rec.value else None
+                    key = rec.key.decode() if rec.key else None
+                    sink.write(orjson.dumps({"topic": names[tp.topic], "key": key, "value": value}) + b"\n")
+                    counts[names[tp.topic]] = counts.get(names[tp.topic], 0) + 1
+                    last = time.monotonic()
+    finally:
+        await consumer.stop()
+    return counts
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    for _ in range(50):
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return set(parts)
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.1)
+    return set()
+
+
+async def ensure_topics(topics: Topics, bootstrap: str, partitions: int) -> list[str]:
+    """Create the input and output topics that do not exist yet (bars: one partition, the market clock)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(topics.name(name), 1 if name == "bars" else partitions, 1)
+            for name in (
+                "bars",
+                "fills",
+                "signals",
+                "equity",
+                "control",
+                "decisions",
+                "halts",
+                "events",
+                "rebalance_runs",
+                "deadletter",
+            )
+            if topics.name(name) not in existing
+        ]
+        if wanted:
+            await admin.create_topics(wanted)
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
