@@ -3,10 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DATA   ?= ../shared/data
 DEMO   := out/demo
 
-.PHONY: install lint test test-unit run bench clean kafka-up kafka-down
+.PHONY: install lint test test-unit run replay-demo bench clean kafka-up kafka-down
 
 install: $(STAMP)
 
@@ -35,9 +34,14 @@ test: lint
 test-unit: install
 	$(BIN)/pytest -q -n 2 tests/unit
 
-# The main job on a local default: a generated session through the guard engine, decisions and
-# halts shown as they happen, then verified from the log.
+# The main job on a local default: the local broker (unless KAFKA_BOOTSTRAP_SERVERS answers), a worker,
+# a generated session (or DATA=../shared/data/sp500_daily_2018-01-02_2018-02-07.csv) published in order,
+# decisions and halts shown live; Ctrl-C stops everything it started.
 run: install
+	$(BIN)/riskguard demo --config deploy/profiles/demo.yaml $(if $(DATA),--data $(DATA),)
+
+# The same session through the in-process engine only, then audited from its log.
+replay-demo: install
 	@mkdir -p $(DEMO)
 	$(BIN)/riskguard gen --symbols 60 --accounts 6 --days 3 --seed 7 --config deploy/profiles/demo.yaml --out $(DEMO)/tape.jsonl
 	$(BIN)/riskguard replay $(DEMO)/tape.jsonl --config deploy/profiles/demo.yaml --out $(DEMO)/out.jsonl --show

@@ -276,6 +276,31 @@ def record(
     err.print("recorded " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
 
 
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    data: Annotated[
+        Path | None, typer.Option(help="The S&P 500 CSV of ../shared/data instead of a generated session.")
+    ] = None,
+    symbols: Annotated[int, typer.Option(min=1)] = 24,
+    accounts: Annotated[int, typer.Option(min=1)] = 5,
+    days: Annotated[int, typer.Option(min=1)] = 3,
+) -> None:
+    """The main job on a local default: broker, worker, a session published in order, shown live."""
+    from streams.demo import run_demo, sp500_tape
+    from streams.gen import GenParams, generate
+
+    cfg = _config(config)
+    if data is not None:
+        tape = list(sp500_tape(data))
+    else:
+        tape = [
+            line.strip()
+            for line in generate(GenParams(symbols=symbols, accounts=accounts, days=days, session_minutes=120), cfg)
+        ]
+    run_demo(cfg, config, tape, _printer(err), lambda text: err.print(text, soft_wrap=True))
+
+
 kafka_app = typer.Typer(help="The local Kafka 3.9 broker (KRaft, 127.0.0.1): fetched with Maven, never committed.")
 app.add_typer(kafka_app, name="kafka")
 

@@ -1,0 +1,187 @@
+"""`riskguard demo` (`make run`): broker, worker, a session published in order, decisions shown live.
+
+Starts the local broker unless KAFKA_BOOTSTRAP_SERVERS answers, starts one worker, publishes a
+generated session (or the real S&P 500 daily bars of ../shared/data with `--data`), prints every
+decision and halt as the worker publishes it, and on the end or Ctrl-C stops what it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from schemas.config import Config
+from schemas.outputs import Decision, Halt, RiskEvent
+from streams.broker import Broker, answers, down, up
+from streams.core.engine import Output
+from streams.kafka_io import publish
+from streams.topology import Topics
+
+
+def sp500_tape(csv_path: Path, accounts: int = 3, book: float = 1_000_000.0) -> Iterator[bytes]:
+    """Daily bars of the real data, equal-weight books bought at the first close, equity at each close."""
+    days: dict[str, dict[str, dict[str, float]]] = {}
+    with csv_path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            days.setdefault(row["date"], {})[row["symbol"]] = {
+                k: float(row[k]) for k in ("open", "high", "low", "close")
+            }
+    names = [f"EW{n}" for n in range(accounts)]
+    shares: dict[str, dict[str, float]] = {}
+    first = min(days)
+    for date in sorted(days):
+        bars = days[date]
+        ts = f"{date}T21:00:00Z"
+        for symbol in sorted(bars):
+            b = bars[symbol]
+            value = {
+                "symbol": symbol,
+                "ts": ts,
+                "open": b["open"],
+                "close": b["close"],
+                "high": max(b["high"], b["open"], b["close"]),
+                "low": min(b["low"], b["open"], b["close"]),
+            }
+            yield orjson.dumps({"topic": "bars", "key": symbol, "value": value})
+        for n, account in enumerate(names):
+            held = shares.setdefault(account, {})
+            if date == first:
+                yield orjson.dumps(
+                    {"topic": "equity", "key": account, "value": {"account": account, "ts": ts, "equity": book}}
+                )
+                universe = sorted(bars)[n::accounts]
+                for symbol in universe:
+                    qty = round(book / len(universe) / bars[symbol]["close"], 4)
+                    held[symbol] = qty
+                    fill = {
+                        "fill_id": f"{account}-{symbol}",
+                        "account": account,
+                        "symbol": symbol,
+                        "side": "BUY",
+                        "qty": qty,
+                        "price": bars[symbol]["close"],
+                        "ts": ts,
+                    }
+                    yield orjson.dumps({"topic": "fills", "key": account, "value": fill})
+            equity = sum(q * bars[s]["close"] for s, q in held.items() if s in bars)
+            value = {"account": account, "ts": f"{date}T21:00:01Z", "equity": round(equity, 2)}
+            yield orjson.dumps({"topic": "equity", "key": account, "value": value})
+
+
+async def watch(
+    topics: Topics, bootstrap: str, show: Callable[[Output], None], stop: asyncio.Event, idle: float
+) -> int:
+    """Print decisions, halts and warnings as they arrive until `stop` is set and `idle` s pass quietly."""
+    consumer = AIOKafkaConsumer(
+        topics.name("decisions"),
+        topics.name("halts"),
+        topics.name("events"),
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+    )
+    models = {topics.name("decisions"): Decision, topics.name("halts"): Halt, topics.name("events"): RiskEvent}
+    await consumer.start()
+    seen = 0
+    last = time.monotonic()
+    try:
+        while not (stop.is_set() and time.monotonic() - last > idle):
+            batches = await consumer.getmany(timeout_ms=200)
+            for tp, records in batches.items():
+                for rec in records:
+                    value: Any = models[tp.topic].model_validate(orjson.loads(rec.value))
+                    show(Output(tp.topic, None, value))
+                    seen += 1
+                    last = time.monotonic()
+    finally:
+        await consumer.stop()
+    return seen
+
+
+def run_demo(
+    config: Config,
+    config_path: Path | None,
+    tape: list[bytes],
+    show: Callable[[Output], None],
+    say: Callable[[str], None],
+) -> None:
+    """Run the whole demo; everything it starts is stopped on the way out."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    host, _, port = bootstrap.partition(":")
+    broker: Broker | None = None
+    if not answers(host, int(port or 9092)):
+        broker = Broker(port=int(port or 9092), controller_port=int(port or 9092) + 1)
+        say(f"kafka: {up(broker)}")
+    tag = time.strftime("%Y%m%d%H%M%S")
+    prefix = f"demo{tag}."
+    workdir = Path("out/demo")
+    workdir.mkdir(parents=True, exist_ok=True)
+    demo_config = workdir / "pipeline.yaml"
+    base = Path(config_path).read_text(encoding="utf-8") if config_path else ""
+    demo_config.write_text(base + f"\nkafka: {{topic_prefix: '{prefix}', partitions: 4}}\n", encoding="utf-8")
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "RISKGUARD_APP_ID": f"riskguard-demo-{tag}",
+        "RISKGUARD_WEB_PORT": os.environ.get("RISKGUARD_WEB_PORT", "6066"),
+    }
+    log = (workdir / "worker.log").open("wb")
+    worker = subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "streams.cli", "worker", "--config", str(demo_config)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_healthy(worker, int(env["RISKGUARD_WEB_PORT"]))
+        web = f"http://127.0.0.1:{env['RISKGUARD_WEB_PORT']}/health"
+        say(f"worker up (pid {worker.pid}, {web}); publishing {len(tape)} events in order")
+        topics = Topics(prefix)
+
+        async def main() -> int:
+            stop = asyncio.Event()
+            watcher = asyncio.create_task(watch(topics, bootstrap, show, stop, idle=5.0))
+            counts = await publish(tape, topics, bootstrap, ordered=True)
+            say("published " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+            stop.set()
+            return await watcher
+
+        seen = asyncio.run(main())
+        say(f"done: {seen} decisions, halts and warnings from the pipeline (worker log: {workdir / 'worker.log'})")
+    except KeyboardInterrupt:
+        say("interrupted: stopping what the demo started")
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        if broker is not None:
+            say(f"kafka: {down(broker)}")
+
+
+def _wait_healthy(worker: subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError("the worker stopped; see out/demo/worker.log")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
+                if reply.status == 200:
+                    time.sleep(2)
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError("the worker did not answer /health within 120 s")
