@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ class WorkerSettings:
     store: str = "rocksdb://"
     processing_guarantee: str = "at_least_once"
     web_port: int = 6066
+    web_host: str = "127.0.0.1"
     datadir: str = ".cache/worker"
 
     @classmethod
@@ -61,6 +63,7 @@ class WorkerSettings:
             "store": env.get("RISKGUARD_STORE", "rocksdb://"),
             "processing_guarantee": env.get("RISKGUARD_PROCESSING_GUARANTEE", "at_least_once"),
             "web_port": int(env.get("RISKGUARD_WEB_PORT", "6066")),
+            "web_host": env.get("RISKGUARD_WEB_HOST", "127.0.0.1"),
             "datadir": env.get("RISKGUARD_DATADIR", ".cache/worker"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -106,7 +109,7 @@ def build_app(config: Config, settings: WorkerSettings) -> faust.App:
         processing_guarantee=settings.processing_guarantee,
         consumer_auto_offset_reset="earliest",
         web_port=settings.web_port,
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
         key_serializer="raw",
         value_serializer="raw",
         producer_linger_ms=1,
@@ -132,7 +135,10 @@ def build_app(config: Config, settings: WorkerSettings) -> faust.App:
     internal = {name: topic(name) for name in ("sequenced", "level2", "level1", "level3")}
     by_kafka_name = {topics.name(name): name for name in inputs}
 
+    sequencer_stats: Counter[str] = Counter()
+
     async def dead_letter(event: Any, logical: str, error: str) -> None:
+        sequencer_stats["dead_letters"] += 1
         raw = event.value if isinstance(event.value, bytes) else b""
         key = event.key.decode(errors="replace") if isinstance(event.key, bytes) else None
         source = DeadLetterSource(
@@ -161,6 +167,7 @@ def build_app(config: Config, settings: WorkerSettings) -> faust.App:
             except BadMessage as exc:
                 await dead_letter(event, logical, str(exc))
                 continue
+            sequencer_stats[f"{logical}_in"] += 1
             item = item_for(logical, model)
             payload = encode_item(item)
             if item.account is None:
@@ -173,9 +180,12 @@ def build_app(config: Config, settings: WorkerSettings) -> faust.App:
                     key=item.account.encode(), value=payload, headers=event.headers, force=True
                 )
 
+    registry: dict[str, dict[int, Any]] = {}
     for level in LEVELS:
-        _level_agent(app, config, level, internal[_SOURCES[level]], internal.get(_SINKS[level] or ""), outputs)
-    _register_web(app)
+        registry[level] = _level_agent(
+            app, config, level, internal[_SOURCES[level]], internal.get(_SINKS[level] or ""), outputs
+        )
+    _register_web(app, registry, sequencer_stats)
     return app
 
 
@@ -190,7 +200,7 @@ def _level_agent(
     source: faust.TopicT,
     sink: faust.TopicT | None,
     outputs: dict[str, faust.TopicT],
-) -> None:
+) -> dict[int, Any]:
     table = app.Table(f"level-{level}", default=None, key_type=str, value_type=bytes)
     stages: dict[int, Any] = {}
     applied: dict[int, int] = {}
@@ -254,9 +264,23 @@ def _level_agent(
                     )
 
     app.agent(source, name=f"level-{level}")(agent)
+    return stages
 
 
-def _register_web(app: faust.App) -> None:
+def _register_web(app: faust.App, registry: dict[str, dict[int, Any]], sequencer_stats: Counter[str]) -> None:
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         return web.json({"status": "ok", "app": app.conf.id})
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        lines = ["# TYPE riskguard_level_events_total counter"]
+        for level, stages in registry.items():
+            total: Counter[str] = Counter()
+            for stage in stages.values():
+                total.update(stage.stats)
+            for name, value in sorted(total.items()):
+                lines.append(f'riskguard_level_events_total{{level="{level}",name="{name}"}} {value}')
+        for name, value in sorted(sequencer_stats.items()):
+            lines.append(f'riskguard_level_events_total{{level="sequencer",name="{name}"}} {value}')
+        return web.text("\n".join(lines) + "\n", content_type="text/plain")

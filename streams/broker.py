@@ -124,6 +124,9 @@ def _write_properties(broker: Broker) -> None:
         "group.initial.rebalance.delay.ms=0",
         "auto.create.topics.enable=true",
         "log.retention.hours=24",
+        # Oversized messages (> 1 MiB) must reach the guard so it can dead-letter them (SPEC §8).
+        "message.max.bytes=4194304",
+        "replica.fetch.max.bytes=4194304",
     ]
     broker.properties.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

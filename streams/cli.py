@@ -212,10 +212,21 @@ def worker(
     datadir: Annotated[str | None, typer.Option(help="Where RocksDB tables live.")] = None,
 ) -> None:
     """Run the Faust worker: the sequencer and one table-backed agent per guard level."""
+    import logging
+
     import faust
+    import structlog
 
     from streams.app import WorkerSettings, build_app
 
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    )
     cfg = _config(config)
     settings = WorkerSettings.from_config(
         cfg, store=store, web_port=web_port, processing_guarantee=guarantee, datadir=datadir

@@ -37,12 +37,24 @@ def _envelope(raw: bytes) -> tuple[str, bytes | None, bytes]:
 
 
 class _Progress:
-    """Watches the sequencer's output for the rg-seq headers it has passed."""
+    """Watches the sequencer's output for the rg-seq headers it has passed.
 
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+    A bar is copied to every partition of the sequenced log, possibly by another worker's sequencer
+    than the one that handles the next line, so a line counts as passed only once all its copies
+    (or its dead letter) are there.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, sequenced: str, partitions: int) -> None:
         self.consumer = consumer
-        self.seen: set[int] = set()
+        self.sequenced = sequenced
+        self.partitions = max(partitions, 1)
+        self.copies: dict[int, int] = {}
+        self.expected: dict[int, int] = {}
+        self.done: set[int] = set()
         self.contiguous = -1
+
+    def expect(self, seq: int, broadcast: bool) -> None:
+        self.expected[seq] = self.partitions if broadcast else 1
 
     async def wait_for(self, seq: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -50,14 +62,23 @@ class _Progress:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the sequencer did not reach line {seq + 1} within {timeout:.0f} s")
             batches = await self.consumer.getmany(timeout_ms=5)
-            for records in batches.values():
+            for tp, records in batches.items():
                 for record in records:
                     for name, value in record.headers or ():
-                        if name == SEQ_HEADER:
-                            self.seen.add(int(value))
-            while self.contiguous + 1 in self.seen:
+                        if name != SEQ_HEADER:
+                            continue
+                        number = int(value)
+                        if tp.topic == self.sequenced:
+                            self.copies[number] = self.copies.get(number, 0) + 1
+                            if self.copies[number] >= self.expected.get(number, 1):
+                                self.done.add(number)
+                        else:
+                            self.done.add(number)
+            while self.contiguous + 1 in self.done:
                 self.contiguous += 1
-                self.seen.discard(self.contiguous)
+                self.done.discard(self.contiguous)
+                self.copies.pop(self.contiguous, None)
+                self.expected.pop(self.contiguous, None)
 
 
 async def publish(
@@ -85,7 +106,8 @@ async def publish(
         await watch.seek_to_end(*parts)
         for tp in parts:
             await watch.position(tp)
-        progress = _Progress(watch)
+        sequenced = topics.name("sequenced")
+        progress = _Progress(watch, sequenced, sum(1 for tp in parts if tp.topic == sequenced))
     counts: dict[str, int] = {}
     previous: str | None = None
     started = time.monotonic()
@@ -100,6 +122,8 @@ async def publish(
             if progress is not None and previous is not None and logical != previous and seq > 0:
                 await producer.flush()
                 await progress.wait_for(_last_seq(counts), timeout)
+            if progress is not None:
+                progress.expect(_next_seq(counts), broadcast=logical == "bars")
             await producer.send(
                 topics.name(logical), value=value, key=key, headers=[(SEQ_HEADER, str(_next_seq(counts)).encode())]
             )

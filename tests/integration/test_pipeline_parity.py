@@ -105,3 +105,116 @@ def test_decisions_topic_when_read_by_kafka_console_consumer_then_valid_json(
         decision = orjson.loads(value)
         assert decision["account"] == key
         assert decision["action"] in ("ALLOW", "CLIP", "DENY", "NOOP")
+
+
+def test_two_workers_when_sharing_partitions_then_same_decisions_as_replay(deployment: Deployment) -> None:
+    tape = _tape(deployment)
+    first = deployment.start_worker("w1")
+    second = deployment.start_worker("w2")
+    try:
+        published = deployment.cli("publish", str(tape), "--ordered")
+        recorded = deployment.workdir / "recorded.jsonl"
+        deployment.cli("record", "--topics", "decisions", "--out", str(recorded), "--idle", "4")
+        alive = first.poll() is None and second.poll() is None
+    finally:
+        stop(first)
+        stop(second)
+    replayed = deployment.workdir / "replayed.jsonl"
+    deployment.cli("replay", str(tape), "--out", str(replayed))
+
+    assert published.returncode == 0, published.stderr
+    assert alive
+    pipeline, duplicates = _decisions(recorded)
+    expected, _ = _decisions(replayed)
+    assert duplicates == 0
+    assert pipeline == expected
+
+
+def test_seed001_scenarios_when_sent_through_the_pipeline_then_noop_allow_five_clip_ten(deployment: Deployment) -> None:
+    from streams.testing import TapeBuilder
+    from tests.conftest import SEED001_YAML
+
+    deployment.config.write_text(SEED001_YAML + deployment.config.read_text(encoding="utf-8"), encoding="utf-8")
+    tape = TapeBuilder().equity("acct", "2024-01-15T10:00:00Z", 100_000)
+    tape.flat_bar("AAPL", "2024-01-15T10:00:00Z", 150.0)
+    tape.fill("acct", "AAPL", "BUY", 90, 150.0, "2024-01-15T10:01:00Z")
+    tape.signal("acct", "AAPL", "2024-01-15T10:30:00Z", price=151.0, target_notional=15_000)
+    tape.signal("acct", "NVDA", "2024-01-15T10:31:00Z", price=150.0, target_notional=25_000)
+    tape.equity("other", "2024-01-15T10:00:00Z", 100_000)
+    tape.fill("other", "AAPL", "BUY", 100, 150.0, "2024-01-15T10:01:00Z")
+    tape.signal("other", "AAPL", "2024-01-15T10:32:00Z", price=150.5, target_notional=15_000)
+    path = deployment.workdir / "seed001.jsonl"
+    path.write_bytes(b"\n".join(tape.to_bytes()) + b"\n")
+    worker = deployment.start_worker("w1", store="memory://")
+    try:
+        assert deployment.cli("publish", str(path), "--ordered").returncode == 0
+        recorded = deployment.workdir / "recorded.jsonl"
+        deployment.cli("record", "--topics", "decisions", "--out", str(recorded), "--idle", "3")
+    finally:
+        stop(worker)
+
+    decisions, _ = _decisions(recorded)
+    verdicts = sorted((d["account"], d["symbol"], d["action"], d["qty"], d["layer"]) for d in decisions.values())
+    assert verdicts == [
+        ("acct", "AAPL", "ALLOW", 5.0, "per_symbol"),
+        ("acct", "NVDA", "CLIP", 10.0, "per_trade"),
+        ("other", "AAPL", "NOOP", 0.0, "per_symbol"),
+    ]
+
+
+def test_poison_pills_when_published_then_dead_lettered_with_origin_and_later_events_decided(
+    deployment: Deployment,
+) -> None:
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    prefix = load_config(deployment.config).kafka.topic_prefix
+    with deployment.config.open("a", encoding="utf-8") as handle:
+        handle.write("accounts: {a: {initial_balance: 100000}}\n")  # equity known without an equity event
+    worker = deployment.start_worker("w1", store="memory://")
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap, max_request_size=4 * 1024 * 1024)
+        await producer.start()
+        try:
+            bars = prefix + "market.bars"
+            await producer.send_and_wait(bars, b"{not json", key=b"X")
+            await producer.send_and_wait(bars, b'{"symbol":"X","ts":0,"open":1,"high":0.5,"low":1,"close":1}', key=b"X")
+            await producer.send_and_wait(bars, b'{"symbol":"X","ts":0,"open":-1,"high":1,"low":1,"close":1}', key=b"X")
+            await producer.send_and_wait(prefix + "risk.control", b'{"command":"LAUNCH"}', key=b"a")
+            await producer.send_and_wait(prefix + "account.equity", b"x" * (1024 * 1024 + 10), key=b"a")
+            await producer.send_and_wait(
+                prefix + "account.equity", b'{"account":"a","ts":"2024-01-15T10:00:00Z","equity":100000}', key=b"a"
+            )
+            await producer.send_and_wait(
+                prefix + "strategy.signals",
+                b'{"signal_id":"s1","account":"a","symbol":"X","ts":"2024-01-15T10:01:00Z","price":10,'
+                b'"target_notional":1000}',
+                key=b"a",
+            )
+        finally:
+            await producer.stop()
+
+    try:
+        asyncio.run(send())
+        recorded = deployment.workdir / "recorded.jsonl"
+        deployment.cli("record", "--topics", "decisions,deadletter", "--out", str(recorded), "--idle", "5")
+        alive = worker.poll() is None
+    finally:
+        stop(worker)
+
+    envelopes = [orjson.loads(line) for line in recorded.read_bytes().splitlines()]
+    letters = [e["value"] for e in envelopes if e["topic"] == "deadletter"]
+    decisions = [e["value"] for e in envelopes if e["topic"] == "decisions"]
+    assert alive
+    assert len(letters) == 5
+    assert {letter["source"]["topic"] for letter in letters} == {
+        prefix + "market.bars",
+        prefix + "risk.control",
+        prefix + "account.equity",
+    }
+    assert all(letter["source"]["offset"] is not None for letter in letters)
+    errors = " | ".join(letter["error"] for letter in letters)
+    assert "not JSON" in errors and "inconsistent OHLC" in errors and "1 MiB" in errors and "command" in errors
+    assert [(d["source_id"], d["action"]) for d in decisions] == [("s1", "ALLOW")]
