@@ -51,6 +51,7 @@ class WorkerSettings:
     processing_guarantee: str = "at_least_once"
     web_port: int = 6066
     web_host: str = "127.0.0.1"
+    web_bind: str = "127.0.0.1"
     datadir: str = ".cache/worker"
 
     @classmethod
@@ -64,6 +65,7 @@ class WorkerSettings:
             "processing_guarantee": env.get("RISKGUARD_PROCESSING_GUARANTEE", "at_least_once"),
             "web_port": int(env.get("RISKGUARD_WEB_PORT", "6066")),
             "web_host": env.get("RISKGUARD_WEB_HOST", "127.0.0.1"),
+            "web_bind": env.get("RISKGUARD_WEB_BIND", "127.0.0.1"),
             "datadir": env.get("RISKGUARD_DATADIR", ".cache/worker"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -110,6 +112,7 @@ def build_app(config: Config, settings: WorkerSettings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         web_port=settings.web_port,
         web_host=settings.web_host,
+        web_bind=settings.web_bind,
         key_serializer="raw",
         value_serializer="raw",
         producer_linger_ms=1,
