@@ -377,7 +377,7 @@ def test_from_config_when_compose_worker_env_applied_then_settings_match(
     env = environment(next(iter(workers.values())))
     settings = settings_with(clean_env, env)
     assert settings["bootstrap"] == "kafka:9092"
-    assert settings["web_host"] == "0.0.0.0"  # noqa: S104
+    assert settings["web_bind"] == "0.0.0.0"  # noqa: S104
     assert settings["web_port"] == int(env.get("RISKGUARD_WEB_PORT", "6066"))
     assert settings["datadir"] == "/data"
     assert settings["partitions"] >= len(workers), "at least one partition per worker"
