@@ -28,7 +28,7 @@ from schemas.config import Config
 from schemas.outputs import DeadLetterSource
 from streams.core.snapshot import DUMPERS, LOADERS, PARTITION_KEY
 from streams.core.stages import AccountStage, Item, MarketStage, PortfolioStage, SymbolStage, item_for
-from streams.tape import BadMessage, decode_value
+from streams.tape import BadMessage, SecurityRefusal, decode_value, security_event
 from streams.tape import dead_letter as make_dead_letter
 from streams.topology import Topics, decode_item, encode_item
 
@@ -70,6 +70,21 @@ class WorkerSettings:
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def control_key() -> bytes | None:
+    """The operators' HMAC key from RISKGUARD_CONTROL_KEY (never logged)."""
+    key = os.environ.get("RISKGUARD_CONTROL_KEY")
+    return key.encode("utf-8") if key else None
+
+
+def control_checker(config: Config) -> Callable[[dict[str, Any]], str | None]:
+    """The signature check of SPEC §8 with this deployment's key and policy."""
+    from functools import partial
+
+    from streams.core.controls import check_signature
+
+    return partial(check_signature, key=control_key(), required=config.control.require_signature)
 
 
 def _new_stage(level: str, config: Config, partition: int) -> Any:
@@ -139,6 +154,7 @@ def build_app(config: Config, settings: WorkerSettings) -> faust.App:
     by_kafka_name = {topics.name(name): name for name in inputs}
 
     sequencer_stats: Counter[str] = Counter()
+    control_check = control_checker(config)
 
     async def dead_letter(event: Any, logical: str, error: str) -> None:
         sequencer_stats["dead_letters"] += 1
@@ -166,9 +182,17 @@ def build_app(config: Config, settings: WorkerSettings) -> faust.App:
                     value = orjson.loads(raw)
                 except orjson.JSONDecodeError as exc:
                     raise BadMessage(f"not JSON: {exc}") from None
-                model = decode_value(logical, value)
+                model = decode_value(logical, value, control_check)
             except BadMessage as exc:
                 await dead_letter(event, logical, str(exc))
+                if isinstance(exc, SecurityRefusal):
+                    clock = int(time.time() * 1000)
+                    warning = security_event(value if isinstance(value, dict) else {}, str(exc), clock)
+                    await outputs["events"].send(
+                        key=warning.key.encode() if warning.key else None,
+                        value=orjson.dumps(warning.value.model_dump(mode="json")),
+                        force=True,
+                    )
                 continue
             sequencer_stats[f"{logical}_in"] += 1
             item = item_for(logical, model)

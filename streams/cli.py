@@ -108,11 +108,12 @@ def replay(
     show: Annotated[bool, typer.Option("--show", help="Print decisions and halts as they happen.")] = False,
 ) -> None:
     """Run a tape through the in-process guard engine; write every output message."""
+    from streams.app import control_key
     from streams.core.engine import Engine
     from streams.tape import replay as run
 
     cfg = _config(config)
-    engine = Engine(cfg)
+    engine = Engine(cfg, control_key=control_key())
     with _open_in(tape) as source, _open_out(out) as sink:
         if _show_progress(tape):
             total = Path(tape).stat().st_size
@@ -144,7 +145,9 @@ def verify(
 
     cfg = _config(config)
     with _open_in(str(inputs)) as source, _open_in(str(outputs)) as recorded:
-        report = run(cfg, source, recorded)
+        from streams.app import control_key
+
+        report = run(cfg, source, recorded, control_key=control_key())
     counts = ", ".join(f"{n} {topic}" for topic, n in report.checked.items())
     if report.ok:
         err.print(f"[green]verified[/]: {counts}; {report.from_facts} decisions re-derived from their facts")

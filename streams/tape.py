@@ -14,9 +14,10 @@ from pydantic import ValidationError
 
 from schemas.base import InputModel
 from schemas.inputs import INPUT_MODELS
-from schemas.outputs import DeadLetter, DeadLetterSource
+from schemas.outputs import DeadLetter, DeadLetterSource, RiskEvent
 from schemas.timefmt import format_ts
 from streams.core.engine import Engine, Output
+from streams.core.ids import stable_id
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_RAW_CHARS = 64 * 1024
@@ -39,6 +40,13 @@ class BadMessage(ValueError):
     """A message that is not a valid envelope or value."""
 
 
+class SecurityRefusal(BadMessage):
+    """A control message refused for its signature: dead-lettered and raised as a `security` event."""
+
+
+ControlCheck = Callable[[dict[str, Any]], str | None]
+
+
 def validation_summary(exc: ValidationError) -> str:
     """A one-line, readable summary of a pydantic validation error."""
     parts = []
@@ -48,20 +56,24 @@ def validation_summary(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def decode_value(topic: str, value: Any) -> InputModel:
-    """Validate one input value of a logical topic into its model."""
+def decode_value(topic: str, value: Any, control_check: ControlCheck | None = None) -> InputModel:
+    """Validate one input value of a logical topic into its model (controls: signature first)."""
     model = INPUT_MODELS.get(topic)
     if model is None:
         raise BadMessage(f"unknown input topic {topic!r} (expected one of {', '.join(INPUT_TOPICS)})")
     if not isinstance(value, dict):
         raise BadMessage(f"{topic} value must be a JSON object")
+    if topic == "control" and control_check is not None:
+        refusal = control_check(value)
+        if refusal is not None:
+            raise SecurityRefusal(f"security: {refusal}")
     try:
         return model.model_validate(value)
     except ValidationError as exc:
         raise BadMessage(f"invalid {topic} value: {validation_summary(exc)}") from None
 
 
-def decode_line(raw: bytes) -> tuple[str, str | None, InputModel]:
+def decode_line(raw: bytes, control_check: ControlCheck | None = None) -> tuple[str, str | None, InputModel]:
     """Parse and validate one tape line into (topic, key, value)."""
     if len(raw) > MAX_MESSAGE_BYTES:
         raise BadMessage(f"message of {len(raw)} bytes exceeds the 1 MiB limit")
@@ -76,7 +88,7 @@ def decode_line(raw: bytes) -> tuple[str, str | None, InputModel]:
         raise BadMessage("envelope topic must be a string")
     if key is not None and not isinstance(key, str):
         raise BadMessage("envelope key must be a string or null")
-    return topic, key, decode_value(topic, envelope["value"])
+    return topic, key, decode_value(topic, envelope["value"], control_check)
 
 
 def dead_letter(source: DeadLetterSource, key: str | None, raw: bytes | str, error: str, ts: str) -> Output:
@@ -89,6 +101,31 @@ def dead_letter(source: DeadLetterSource, key: str | None, raw: bytes | str, err
     )
 
 
+def raw_value(raw: bytes) -> dict[str, Any]:
+    """The value of a raw envelope line, or {} when there is none."""
+    try:
+        envelope = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    value = envelope.get("value") if isinstance(envelope, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def security_event(value: dict[str, Any], error: str, clock: int) -> Output:
+    """A `security` RiskEvent for a refused control (SPEC §8)."""
+    account = value.get("account") if isinstance(value.get("account"), str) else None
+    details: dict[str, Any] = {k: value.get(k) for k in ("command", "issued_by", "nonce", "expires_at") if k in value}
+    details["error"] = error
+    event = RiskEvent(
+        event_id=stable_id("evt", "security", account, value.get("nonce"), error),
+        kind="security",
+        account=account,
+        ts=clock,
+        details=details,
+    )
+    return Output("events", account, event)
+
+
 def _guess_key(raw: bytes) -> str | None:
     try:
         envelope = orjson.loads(raw)
@@ -98,16 +135,18 @@ def _guess_key(raw: bytes) -> str | None:
     return key if isinstance(key, str) else None
 
 
-def read_events(lines: Iterable[bytes]) -> Iterator[TapeEvent | tuple[int, bytes, str]]:
-    """Yield valid events, or (line number, raw, error) for each bad non-blank line."""
+def read_events(
+    lines: Iterable[bytes], control_check: ControlCheck | None = None
+) -> Iterator[TapeEvent | tuple[int, bytes, str, bool]]:
+    """Yield valid events, or (line number, raw, error, is a security refusal) for each bad line."""
     for number, raw in enumerate(lines, start=1):
         stripped = raw.strip()
         if not stripped:
             continue
         try:
-            topic, key, value = decode_line(stripped)
+            topic, key, value = decode_line(stripped, control_check)
         except BadMessage as exc:
-            yield number, stripped, str(exc)
+            yield number, stripped, str(exc), isinstance(exc, SecurityRefusal)
             continue
         yield TapeEvent(number, topic, key, value)
 
@@ -128,7 +167,7 @@ def replay(
     """Run a tape through the engine, writing every output; returns the number of input lines."""
     count = 0
     last_ts = 0
-    for item in read_events(lines):
+    for item in read_events(lines, engine.control_check):
         count += 1
         if isinstance(item, TapeEvent):
             ts = getattr(item.value, "ts", None)
@@ -136,10 +175,12 @@ def replay(
                 last_ts = ts
             outputs = engine.process(item.topic, item.value)
         else:
-            number, raw, error = item
+            number, raw, error, security = item
             engine.count("dead_letters")
             # Event time of the last good line: keeps replays byte-identical (the worker uses wall clock).
             outputs = [dead_letter(DeadLetterSource(line=number), _guess_key(raw), raw, error, format_ts(last_ts))]
+            if security:
+                outputs.append(security_event(raw_value(raw), error, last_ts))
         for output in outputs:
             sink.write(encode(output))
             if on_output is not None:

@@ -13,6 +13,7 @@ import orjson
 
 from schemas.config import Config, config_from_dict
 from schemas.outputs import Decision, Halt, RiskEvent
+from streams.core.controls import sign
 from streams.core.engine import Engine, Output
 from streams.tape import encode, replay
 
@@ -85,9 +86,34 @@ class TapeBuilder:
     def to_bytes(self) -> list[bytes]:
         return [line["__raw__"].encode() if "__raw__" in line else orjson.dumps(line) for line in self.lines]
 
-    def run(self, config: Config | dict[str, Any] | None = None) -> TapeResult:
+    def control(
+        self,
+        command: str,
+        account: str,
+        ts: str | int,
+        nonce: str,
+        expires_at: str | int,
+        key: bytes | None,
+        **params: Any,
+    ) -> TapeBuilder:
+        """A control message, signed with `key` (None: unsigned)."""
+        value: dict[str, Any] = {
+            "command": command,
+            "account": account,
+            "ts": ts,
+            "issued_by": "ops",
+            "nonce": nonce,
+            "expires_at": expires_at,
+        }
+        if params:
+            value["params"] = params
+        if key is not None:
+            value["signature"] = sign(value, key)
+        return self.add("control", account, value)
+
+    def run(self, config: Config | dict[str, Any] | None = None, control_key: bytes | None = None) -> TapeResult:
         cfg = config if isinstance(config, Config) else config_from_dict(config or {})
-        engine = Engine(cfg)
+        engine = Engine(cfg, control_key=control_key)
         sink = io.BytesIO()
         outputs: list[Output] = []
         replay(engine, self.to_bytes(), sink, on_output=outputs.append)

@@ -65,11 +65,17 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def verify(config: Config, inputs: Iterable[bytes], outputs: Iterable[bytes], limit: int = 50) -> Report:
+def verify(
+    config: Config,
+    inputs: Iterable[bytes],
+    outputs: Iterable[bytes],
+    limit: int = 50,
+    control_key: bytes | None = None,
+) -> Report:
     """Check an output tape against its input tape and against its own facts."""
     report = Report()
     derived_buffer = io.BytesIO()
-    replay(Engine(config), inputs, derived_buffer)
+    replay(Engine(config, control_key=control_key), inputs, derived_buffer)
     derived = _index(read_outputs(derived_buffer.getvalue().splitlines()))
     recorded = _index(read_outputs(outputs))
     for topic in CHECKED_TOPICS:

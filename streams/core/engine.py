@@ -9,11 +9,13 @@ and the tests all call it.
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 from typing import Any
 
 from schemas.base import InputModel
 from schemas.config import Config
 from streams.core import account as l1
+from streams.core.controls import check_signature
 from streams.core.positions import Position
 from streams.core.stages import (
     AccountStage,
@@ -31,8 +33,9 @@ __all__ = ["Engine", "Output"]
 class Engine:
     """Deterministic, single-threaded guard engine over an ordered event sequence."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, control_key: bytes | None = None) -> None:
         self.config = config
+        self.control_check = partial(check_signature, key=control_key, required=config.control.require_signature)
         self.market = MarketStage(config)
         self.account = AccountStage(config)
         self.symbol = SymbolStage(config)

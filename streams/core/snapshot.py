@@ -78,13 +78,15 @@ def dump_account(stage: AccountStage, keys: Any = None) -> dict[str, Snapshot]:
     """Level 1: one snapshot per account and the partition's next roll."""
     wanted = stage.accounts if keys is None else [k for k in keys if k in stage.accounts]
     out: dict[str, Snapshot] = {a: asdict(stage.accounts[a]) for a in wanted}
-    out[PARTITION_KEY] = {"next_roll": stage.next_roll}
+    out[PARTITION_KEY] = {"next_roll": stage.next_roll, "clock": stage.clock, "nonces": sorted(stage.gate.nonces)}
     return out
 
 
 def load_account(stage: AccountStage, key: str, data: Snapshot) -> None:
     if key == PARTITION_KEY:
         stage.next_roll = data["next_roll"]
+        stage.clock = data.get("clock", 0)
+        stage.gate.nonces = set(data.get("nonces", ()))
     else:
         stage.accounts[key] = l1.AccountState(**data)
 

@@ -17,14 +17,17 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from schemas.base import OutputModel
 from schemas.config import Config, RiskConfig
 from schemas.inputs import Bar, Control, Equity, Fill, Signal
-from schemas.outputs import ClipRecord, Decision, Halt, HaltFacts, RiskEvent
+from schemas.outputs import ClipRecord, DeadLetter, DeadLetterSource, Decision, Halt, HaltFacts, RiskEvent
 from schemas.timefmt import format_ts
 from streams.core import account as l1
 from streams.core import symbol as l3
 from streams.core.clusters import ClusterMap, ClusterParams, ClusterState
+from streams.core.controls import ControlGate
 from streams.core.decision import Outcome, TradeContext, evaluate
 from streams.core.ids import decision_id, stable_id
 from streams.core.market import SymbolMarket, update_atr
@@ -72,8 +75,10 @@ def item_for(topic: str, event: Any) -> Item:
     """Wrap a validated input event as the first level's item."""
     if isinstance(event, Bar):
         return Item("bar", None, event)
-    if isinstance(event, Equity | Fill | Signal | Control):
-        kind = {Equity: "equity", Fill: "fill", Signal: "signal", Control: "control"}[type(event)]
+    if isinstance(event, Control):
+        return Item("control", None if event.account == "*" else event.account, event)
+    if isinstance(event, Equity | Fill | Signal):
+        kind = {Equity: "equity", Fill: "fill", Signal: "signal"}[type(event)]
         return Item(kind, event.account, event)
     raise TypeError(f"unsupported event on {topic}: {type(event).__name__}")
 
@@ -193,6 +198,8 @@ class AccountStage:
         self.config = config
         self.accounts: dict[str, l1.AccountState] = {}
         self.next_roll: int | None = None
+        self.clock = 0
+        self.gate = ControlGate()
         self.stats: Counter[str] = Counter()
         self._rules: dict[str, RiskConfig] = {}
 
@@ -204,6 +211,11 @@ class AccountStage:
         return rules
 
     def process(self, item: Item) -> Result:
+        ts = getattr(item.event, "ts", None)
+        if isinstance(ts, int) and ts > self.clock:
+            self.clock = ts
+        if item.kind == "control":
+            return self._control(item)
         if item.kind == "bar":
             return self._bar(item)
         if item.account is None:
@@ -233,6 +245,49 @@ class AccountStage:
         if flatten:
             item.notes["flatten"] = flatten
         return outputs, [item]
+
+    def _control(self, item: Item) -> Result:
+        ctl: Control = item.event
+        refusal = self.gate.admit(ctl.nonce, ctl.ts, ctl.expires_at, self.clock)
+        if refusal is not None:
+            self.stats["controls_refused"] += 1
+            return _refused_control(ctl, refusal), []
+        targets = sorted(self.accounts) if ctl.account == "*" else [ctl.account]
+        outputs: list[Output] = []
+        items: list[Item] = []
+        for account in targets:
+            state = self.accounts.get(account)
+            if state is None:
+                state = l1.AccountState()
+                self.accounts[account] = state
+            rules = self.rules(account)
+            changes: list[l1.StateChange] = []
+            if ctl.command.value == "HALT":
+                changes = l1.force_state(state, "HALTED", "operator_halt", ctl.ts, rules.account)
+            elif ctl.command.value == "RESUME":
+                changes = l1.force_state(state, "ACTIVE", "operator_resume", ctl.ts, rules.account)
+            more, flatten = self._changes(account, changes, rules)
+            outputs += more
+            notes: dict[str, Any] = {"account": self.view(account).to_json()}
+            if flatten:
+                notes["flatten"] = flatten
+            items.append(Item("control", account, ctl, notes))
+            self._schedule(state)
+        self.stats["controls_applied"] += 1
+        event = RiskEvent(
+            event_id=stable_id("evt", "control", ctl.nonce),
+            kind="control_applied",
+            account=None if ctl.account == "*" else ctl.account,
+            ts=ctl.ts,
+            details={
+                "command": ctl.command.value,
+                "issued_by": ctl.issued_by,
+                "nonce": ctl.nonce,
+                "accounts": targets,
+                "params": ctl.params,
+            },
+        )
+        return [*outputs, Output("events", event.account, event)], items
 
     def view(self, account: str) -> AccountView:
         state = self.accounts[account]
@@ -294,6 +349,26 @@ class AccountStage:
             if change.state in ("HALTED", "SHUTDOWN"):
                 flatten.append([halt_id, change.state, change.ts])
         return outputs, flatten
+
+
+def _refused_control(ctl: Control, refusal: str) -> list[Output]:
+    """A refused control: a `security` event and a dead letter; nothing else changes (fail closed)."""
+    account = None if ctl.account == "*" else ctl.account
+    security = RiskEvent(
+        event_id=stable_id("evt", "security", ctl.account, ctl.nonce, refusal),
+        kind="security",
+        account=account,
+        ts=ctl.ts,
+        details={"command": ctl.command.value, "issued_by": ctl.issued_by, "nonce": ctl.nonce, "error": refusal},
+    )
+    letter = DeadLetter(
+        source=DeadLetterSource(topic="control"),
+        key=ctl.account,
+        raw=orjson.dumps(ctl.model_dump(mode="json")).decode(),
+        error=f"security: {refusal}",
+        ts=format_ts(ctl.ts),
+    )
+    return [Output("deadletter", ctl.account, letter), Output("events", account, security)]
 
 
 # --------------------------------------------------------------------------- Level 3: symbol
@@ -554,7 +629,7 @@ class PortfolioStage:
         elif item.kind == "signal":
             outputs += self._signal(account, book, item)
         elif item.kind == "control":
-            self.stats["controls_ignored"] += 1
+            self.stats[f"control_{item.event.command.value.lower()}"] += 1
         return outputs, []
 
     def _view(self, book: PortfolioBook, view: AccountView) -> None:

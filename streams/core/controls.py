@@ -1,0 +1,58 @@
+"""Signed operator controls (SPEC §8): HMAC-SHA256 over the canonical JSON, expiry, single-use nonces.
+
+The signature covers the UTF-8 bytes of the value without `signature`, serialised as
+`json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`. Checks are split:
+`check_signature` needs the raw value as received and the key (the shell does it before parsing);
+expiry and nonce reuse are judged in event time by Level 1 (`ControlGate`). Everything fails closed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def canonical_bytes(value: Mapping[str, Any]) -> bytes:
+    """The bytes a control's signature covers."""
+    unsigned = {k: v for k, v in value.items() if k != "signature"}
+    return json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def sign(value: Mapping[str, Any], key: bytes) -> str:
+    """Hex HMAC-SHA256 of a control value (for operators' tools and tests)."""
+    return hmac.new(key, canonical_bytes(value), hashlib.sha256).hexdigest()
+
+
+def check_signature(value: Mapping[str, Any], key: bytes | None, required: bool = True) -> str | None:
+    """None when the signature is valid (or not required); else why the control is refused."""
+    if not required:
+        return None
+    if key is None:
+        return "no control key configured (RISKGUARD_CONTROL_KEY): controls are refused"
+    signature = value.get("signature")
+    if not isinstance(signature, str) or not signature:
+        return "unsigned control"
+    expected = sign(value, key)
+    if not hmac.compare_digest(signature.lower(), expected):
+        return "forged control: signature does not match"
+    return None
+
+
+@dataclass(slots=True)
+class ControlGate:
+    """Event-time checks of a control: not expired, nonce never seen before."""
+
+    nonces: set[str] = field(default_factory=set)
+
+    def admit(self, nonce: str, ts: int, expires_at: int, clock: int) -> str | None:
+        """None when the control may act; else why it is refused. `clock` is the latest event time."""
+        if expires_at <= max(ts, clock):
+            return "expired control"
+        if nonce in self.nonces:
+            return "replayed control: nonce already used"
+        self.nonces.add(nonce)
+        return None
