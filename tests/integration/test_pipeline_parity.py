@@ -218,3 +218,37 @@ def test_poison_pills_when_published_then_dead_lettered_with_origin_and_later_ev
     errors = " | ".join(letter["error"] for letter in letters)
     assert "not JSON" in errors and "inconsistent OHLC" in errors and "1 MiB" in errors and "command" in errors
     assert [(d["source_id"], d["action"]) for d in decisions] == [("s1", "ALLOW")]
+
+
+def test_controls_when_signed_forged_and_replayed_on_kafka_then_only_the_signed_one_acts(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streams.testing import TapeBuilder
+
+    key = b"pipeline-test-key"
+    monkeypatch.setenv("RISKGUARD_CONTROL_KEY", key.decode())
+    tape = TapeBuilder().equity("a", "2024-01-15T14:00:00Z", 100_000)
+    tape.flat_bar("X", "2024-01-15T14:00:00Z", 10.0).fill("a", "X", "BUY", 100, 10.0, "2024-01-15T14:00:10Z")
+    tape.control("HALT", "a", "2024-01-15T14:01:00Z", "n-forged", "2024-01-15T15:00:00Z", b"wrong-key")
+    tape.control("HALT", "a", "2024-01-15T14:02:00Z", "n-good", "2024-01-15T15:00:00Z", key)
+    tape.control("HALT", "a", "2024-01-15T14:02:00Z", "n-good", "2024-01-15T15:00:00Z", key)
+    path = deployment.workdir / "controls.jsonl"
+    path.write_bytes(b"\n".join(tape.to_bytes()) + b"\n")
+    worker = deployment.start_worker("w1", store="memory://")
+    try:
+        assert deployment.cli("publish", str(path), "--ordered").returncode == 0
+        recorded = deployment.workdir / "recorded.jsonl"
+        deployment.cli("record", "--topics", "halts,decisions,events,deadletter", "--out", str(recorded), "--idle", "3")
+    finally:
+        stop(worker)
+
+    envelopes = [orjson.loads(line) for line in recorded.read_bytes().splitlines()]
+    halts = [(e["value"]["state"], e["value"]["reason"]) for e in envelopes if e["topic"] == "halts"]
+    security = sorted(
+        e["value"]["details"]["error"] for e in envelopes if e["topic"] == "events" and e["value"]["kind"] == "security"
+    )
+    flatten = [e["value"] for e in envelopes if e["topic"] == "decisions" and e["value"]["origin"] == "flatten"]
+    assert halts == [("HALTED", "operator_halt")]
+    assert security == ["replayed control: nonce already used", "security: forged control: signature does not match"]
+    assert [(d["symbol"], d["qty"]) for d in flatten] == [("X", 100.0)]
+    assert len([e for e in envelopes if e["topic"] == "deadletter"]) == 2
