@@ -185,6 +185,29 @@ def gen(
 
 
 @app.command()
+def report(
+    tape: Annotated[Path, typer.Argument(help="An output tape (replay output or a recording).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML report to write.")] = Path("report.html"),
+    png_dir: Annotated[Path | None, typer.Option(help="Also write the charts as PNG files here.")] = None,
+    title: Annotated[str | None, typer.Option(help="Page title.")] = None,
+) -> None:
+    """Render an HTML (and PNG) report of a replay: equity, drawdown, halts, decisions, clusters."""
+    from streams.report import render_report
+
+    if err.is_terminal:
+        with Progress(TextColumn("report"), BarColumn(), TimeRemainingColumn(), console=err) as progress:
+            task = progress.add_task("report", total=tape.stat().st_size)
+            summary = render_report(tape, out, png_dir, title, progress=lambda n: progress.update(task, completed=n))
+    else:
+        summary = render_report(tape, out, png_dir, title)
+    err.print(
+        f"wrote {out}: {summary.decisions} decisions ({summary.allow} ALLOW, {summary.clip} CLIP, "
+        f"{summary.deny} DENY), {summary.halts} state changes, {summary.dead_letters} dead letters",
+        soft_wrap=True,
+    )
+
+
+@app.command()
 def schema(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the JSON Schema files.")] = Path("schema"),
 ) -> None:
