@@ -223,6 +223,10 @@ def schema(
         path = out / f"{topic}.{model.__name__}.schema.json"
         path.write_bytes(orjson.dumps(model.model_json_schema(mode=mode), option=orjson.OPT_INDENT_2))
         written.append(path.name)
+    from streams.asyncapi import write_asyncapi
+
+    write_asyncapi(out)
+    written += ["asyncapi.yaml", "asyncapi.json"]
     cfg_path = out / "config.schema.json"
     cfg_path.write_bytes(orjson.dumps(ConfigModel.model_json_schema(), option=orjson.OPT_INDENT_2))
     written.append(cfg_path.name)
