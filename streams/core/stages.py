@@ -22,7 +22,16 @@ import orjson
 from schemas.base import OutputModel
 from schemas.config import Config, RiskConfig
 from schemas.inputs import Bar, Control, Equity, Fill, Signal
-from schemas.outputs import ClipRecord, DeadLetter, DeadLetterSource, Decision, Halt, HaltFacts, RiskEvent
+from schemas.outputs import (
+    ClipRecord,
+    DeadLetter,
+    DeadLetterSource,
+    Decision,
+    Halt,
+    HaltFacts,
+    RebalanceRun,
+    RiskEvent,
+)
 from schemas.timefmt import format_ts
 from streams.core import account as l1
 from streams.core import symbol as l3
@@ -33,6 +42,7 @@ from streams.core.ids import decision_id, stable_id
 from streams.core.market import SymbolMarket, update_atr
 from streams.core.portfolio import crossed_warning, exposures, heat_score
 from streams.core.positions import Ledger, Position, add_pending, apply_fill
+from streams.core.rebalance import Holding, plan_rebalance
 from streams.core.sizing import size_notional
 
 
@@ -426,6 +436,9 @@ class SymbolStage:
             return self._fill(item, book)
         if item.kind == "signal":
             return self._signal(item, book)
+        if item.kind == "control" and item.event.command.value == "REBALANCE" and not _preview(item.event):
+            for state in book.symbols.values():
+                l3.clear_veto(state)  # a rebalance run clears re-entry vetoes (SPEC §6.6)
         return [], [item]
 
     def _watch(self, account: str, symbol: str) -> None:
@@ -542,6 +555,10 @@ class SymbolStage:
         return {"cadence": state.committed}
 
 
+def _preview(ctl: Control) -> bool:
+    return bool(ctl.params.get("preview", False))
+
+
 def _capped_target(target: float, rules: RiskConfig, equity: float, symbol: str) -> float:
     for limit in (rules.per_symbol.cap_for(symbol), _weight_cap(rules, equity)):
         if limit is not None and abs(target) > limit:
@@ -630,7 +647,70 @@ class PortfolioStage:
             outputs += self._signal(account, book, item)
         elif item.kind == "control":
             self.stats[f"control_{item.event.command.value.lower()}"] += 1
+            if item.event.command.value == "REBALANCE":
+                outputs += self._rebalance(account, book, item.event)
         return outputs, []
+
+    def _rebalance(self, account: str, book: PortfolioBook, ctl: Control) -> list[Output]:
+        """A target-weight rebalance run (seed 004) whose orders pass the guards like any other trade."""
+        policy = self.config.rebalance
+        ts = ctl.ts
+        holdings: dict[str, Holding] = {}
+        for sym in sorted(book.positions):
+            position = book.positions[sym]
+            qty = position.projected(ts)
+            if qty != 0:
+                holdings[sym] = Holding(qty, self._mark(sym, position))
+        raw_targets = ctl.params.get("targets")
+        targets = {str(k): float(v) for k, v in raw_targets.items()} if isinstance(raw_targets, dict) else None
+        for sym in sorted((targets or policy.targets).keys()):
+            if sym not in holdings and sym in self.market.closes:
+                holdings[sym] = Holding(0.0, self.market.closes[sym])
+        view = book.view
+        equity = view.equity if view is not None and view.equity is not None else 0.0
+        cash = equity - math.fsum(h.qty * h.price for h in holdings.values())
+        plan = plan_rebalance(holdings, cash, targets, policy)
+        run_id = stable_id("run", account, ctl.nonce)
+        preview = _preview(ctl)
+        outputs: list[Output] = []
+        verdicts: list[dict[str, Any]] = []
+        if not preview:
+            for order in plan.orders:
+                held = book.positions.get(order.symbol)
+                value = held.projected(ts) * order.price if held is not None else 0.0
+                signed = order.notional if order.side == "BUY" else -order.notional
+                base = self._trade_context(
+                    account, book, order.symbol, ts, "rebalance", order.price, value + signed, None
+                )
+                if base is None:
+                    continue
+                ctx = replace(base, check_signal_change=False, band_enabled=False, rebalance_to="target")
+                published = self._publish(account, book, order.symbol, ts, "rebalance", run_id, ctx, evaluate(ctx))
+                for output in published:
+                    if isinstance(output.value, Decision):
+                        verdicts.append(
+                            {
+                                "symbol": order.symbol,
+                                "decision_id": output.value.decision_id,
+                                "action": output.value.action.value,
+                                "qty": output.value.qty,
+                            }
+                        )
+                outputs += published
+        record = plan.record()
+        run = RebalanceRun(
+            run_id=run_id,
+            account=account,
+            ts=ts,
+            status="preview" if preview else "executed",
+            trigger="control",
+            policy=record["policy"],
+            inputs=record["inputs"],
+            orders=record["orders"],
+            summary={**record["summary"], "decisions": verdicts},
+        )
+        self.stats["rebalance_runs"] += 1
+        return [Output("rebalance_runs", account, run), *outputs]
 
     def _view(self, book: PortfolioBook, view: AccountView) -> None:
         if view.day_start != book.quota_day:
