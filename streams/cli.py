@@ -303,14 +303,20 @@ def record(
     topics: Annotated[str, typer.Option(help="Logical topics, comma-separated.")] = "decisions,halts",
     out: Annotated[str, typer.Option("--out", "-o", help="Output tape, or - for stdout.")] = "-",
     idle: Annotated[float, typer.Option(help="Stop after this many seconds without a new message.")] = 5.0,
+    drained: Annotated[
+        str | None, typer.Option(help="First wait until this app id's consumer group has caught up.")
+    ] = None,
 ) -> None:
     """Consume topics from the beginning (read_committed) and write them as a tape."""
     import asyncio
 
     from streams.kafka_io import record as run
+    from streams.kafka_io import wait_drained
     from streams.topology import Topics
 
     cfg = _config(config)
+    if drained and not asyncio.run(wait_drained(Topics.from_settings(cfg.kafka), _bootstrap(cfg), drained)):
+        err.print(f"[yellow]the pipeline of {drained} did not catch up within the time limit; recording anyway[/]")
     names = [t.strip() for t in topics.split(",") if t.strip()]
     with _open_out(out) as sink:
         counts = asyncio.run(run(Topics.from_settings(cfg.kafka), _bootstrap(cfg), names, sink, idle=idle))

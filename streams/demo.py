@@ -25,7 +25,7 @@ from schemas.config import Config
 from schemas.outputs import Decision, Halt, RiskEvent
 from streams.broker import Broker, answers, down, up
 from streams.core.engine import Output
-from streams.kafka_io import publish
+from streams.kafka_io import publish, wait_drained
 from streams.topology import Topics
 
 
@@ -155,6 +155,7 @@ def run_demo(
             watcher = asyncio.create_task(watch(topics, bootstrap, show, stop, idle=5.0))
             counts = await publish(tape, topics, bootstrap, ordered=True)
             say("published " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+            await wait_drained(topics, bootstrap, env["RISKGUARD_APP_ID"], timeout=600)
             stop.set()
             return await watcher
 

@@ -231,3 +231,36 @@ async def ensure_topics(topics: Topics, bootstrap: str, partitions: int) -> list
         return [t.name for t in wanted]
     finally:
         await admin.close()
+
+
+async def wait_drained(
+    topics: Topics, bootstrap: str, app_id: str, timeout: float = 180.0, settle: float = 1.5
+) -> bool:
+    """Wait until the app's consumer group has committed every input and internal topic to its end."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    names = [topics.name(n) for n in ("bars", "fills", "signals", "equity", "control")]
+    names += [topics.name(n) for n in ("sequenced", "level2", "level1", "level3")]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        parts = [TopicPartition(name, p) for name in names for p in sorted(await _partitions(consumer, name))]
+        deadline = time.monotonic() + timeout
+        drained_since: float | None = None
+        while time.monotonic() < deadline:
+            ends = await consumer.end_offsets(parts)
+            committed = await admin.list_consumer_group_offsets(app_id)
+            behind = [tp for tp in parts if ends[tp] > 0 and (tp not in committed or committed[tp].offset < ends[tp])]
+            if not behind:
+                drained_since = drained_since or time.monotonic()
+                if time.monotonic() - drained_since >= settle:
+                    return True
+            else:
+                drained_since = None
+            await asyncio.sleep(0.25)
+        return False
+    finally:
+        await consumer.stop()
+        await admin.close()

@@ -63,14 +63,15 @@ def decode_value(topic: str, value: Any, control_check: ControlCheck | None = No
         raise BadMessage(f"unknown input topic {topic!r} (expected one of {', '.join(INPUT_TOPICS)})")
     if not isinstance(value, dict):
         raise BadMessage(f"{topic} value must be a JSON object")
-    if topic == "control" and control_check is not None:
-        refusal = control_check(value)
-        if refusal is not None:
-            raise SecurityRefusal(f"security: {refusal}")
     try:
-        return model.model_validate(value)
+        parsed = model.model_validate(value)
     except ValidationError as exc:
         raise BadMessage(f"invalid {topic} value: {validation_summary(exc)}") from None
+    if topic == "control" and control_check is not None:
+        refusal = control_check(value)  # on the raw value: the signature covers the bytes as sent
+        if refusal is not None:
+            raise SecurityRefusal(f"security: {refusal}")
+    return parsed
 
 
 def decode_line(raw: bytes, control_check: ControlCheck | None = None) -> tuple[str, str | None, InputModel]:

@@ -44,7 +44,15 @@ def test_pipeline_when_tape_published_in_order_then_decisions_identical_to_repla
         published = deployment.cli("publish", str(tape), "--ordered")
         recorded = deployment.workdir / "recorded.jsonl"
         got = deployment.cli(
-            "record", "--topics", "decisions,halts,events,deadletter", "--out", str(recorded), "--idle", "4"
+            "record",
+            "--topics",
+            "decisions,halts,events,deadletter",
+            "--out",
+            str(recorded),
+            "--idle",
+            "4",
+            "--drained",
+            deployment.app_id,
         )
     finally:
         stop(worker)
@@ -114,7 +122,9 @@ def test_two_workers_when_sharing_partitions_then_same_decisions_as_replay(deplo
     try:
         published = deployment.cli("publish", str(tape), "--ordered")
         recorded = deployment.workdir / "recorded.jsonl"
-        deployment.cli("record", "--topics", "decisions", "--out", str(recorded), "--idle", "4")
+        deployment.cli(
+            "record", "--topics", "decisions", "--out", str(recorded), "--idle", "4", "--drained", deployment.app_id
+        )
         alive = first.poll() is None and second.poll() is None
     finally:
         stop(first)
@@ -149,7 +159,9 @@ def test_seed001_scenarios_when_sent_through_the_pipeline_then_noop_allow_five_c
     try:
         assert deployment.cli("publish", str(path), "--ordered").returncode == 0
         recorded = deployment.workdir / "recorded.jsonl"
-        deployment.cli("record", "--topics", "decisions", "--out", str(recorded), "--idle", "3")
+        deployment.cli(
+            "record", "--topics", "decisions", "--out", str(recorded), "--idle", "3", "--drained", deployment.app_id
+        )
     finally:
         stop(worker)
 
@@ -199,7 +211,17 @@ def test_poison_pills_when_published_then_dead_lettered_with_origin_and_later_ev
     try:
         asyncio.run(send())
         recorded = deployment.workdir / "recorded.jsonl"
-        deployment.cli("record", "--topics", "decisions,deadletter", "--out", str(recorded), "--idle", "5")
+        deployment.cli(
+            "record",
+            "--topics",
+            "decisions,deadletter",
+            "--out",
+            str(recorded),
+            "--idle",
+            "5",
+            "--drained",
+            deployment.app_id,
+        )
         alive = worker.poll() is None
     finally:
         stop(worker)
@@ -238,7 +260,17 @@ def test_controls_when_signed_forged_and_replayed_on_kafka_then_only_the_signed_
     try:
         assert deployment.cli("publish", str(path), "--ordered").returncode == 0
         recorded = deployment.workdir / "recorded.jsonl"
-        deployment.cli("record", "--topics", "halts,decisions,events,deadletter", "--out", str(recorded), "--idle", "3")
+        deployment.cli(
+            "record",
+            "--topics",
+            "halts,decisions,events,deadletter",
+            "--out",
+            str(recorded),
+            "--idle",
+            "3",
+            "--drained",
+            deployment.app_id,
+        )
     finally:
         stop(worker)
 
