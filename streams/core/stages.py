@@ -119,6 +119,17 @@ class AccountView:
         return cls(**data)
 
 
+class _Level:
+    """What every per-account level shares: the config, its counters, an account's resolved rules."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stats: Counter[str] = Counter()
+
+    def rules(self, account: str) -> RiskConfig:
+        return self.config.risk_for(account)
+
+
 # --------------------------------------------------------------------------- Level 2: market
 @dataclass(slots=True)
 class MarketState:
@@ -199,26 +210,18 @@ class MarketStage:
 
 
 # --------------------------------------------------------------------------- Level 1: account
-class AccountStage:
+class AccountStage(_Level):
     """Level 1: trading day, loss limits, drawdowns; publishes every state change as a Halt."""
 
     name = "account"
 
     def __init__(self, config: Config) -> None:
-        self.config = config
+        super().__init__(config)
         self.accounts: dict[str, l1.AccountState] = {}
         self.next_roll: int | None = None
         self.clock = 0
         self.gate = ControlGate()
-        self.stats: Counter[str] = Counter()
-        self._rules: dict[str, RiskConfig] = {}
 
-    def rules(self, account: str) -> RiskConfig:
-        rules = self._rules.get(account)
-        if rules is None:
-            rules = self.config.risk_for(account)
-            self._rules[account] = rules
-        return rules
 
     def process(self, item: Item) -> Result:
         ts = getattr(item.event, "ts", None)
@@ -398,24 +401,16 @@ class SymbolBook:
 _GATED = ("HALTED", "SHUTDOWN", "REDUCING")
 
 
-class SymbolStage:
+class SymbolStage(_Level):
     """Level 3: targets (sizing, vol scale, symbol cap, signal change), stops, re-entry veto, cadence."""
 
     name = "symbol"
 
     def __init__(self, config: Config) -> None:
-        self.config = config
+        super().__init__(config)
         self.books: dict[str, SymbolBook] = {}
         self.watchers: dict[str, set[str]] = {}
-        self.stats: Counter[str] = Counter()
-        self._rules: dict[str, RiskConfig] = {}
 
-    def rules(self, account: str) -> RiskConfig:
-        rules = self._rules.get(account)
-        if rules is None:
-            rules = self.config.risk_for(account)
-            self._rules[account] = rules
-        return rules
 
     def book(self, account: str) -> SymbolBook:
         book = self.books.get(account)
@@ -591,26 +586,18 @@ class PortfolioMarket:
     clusters: dict[str, str] = field(default_factory=dict)
 
 
-class PortfolioStage:
+class PortfolioStage(_Level):
     """Level 4 and the decision kernel: group, cluster, gross and net caps; every decision."""
 
     name = "portfolio"
 
     def __init__(self, config: Config) -> None:
-        self.config = config
+        super().__init__(config)
         self.version = config.config_version
         self.shadow = config.mode == "shadow"
         self.books: dict[str, PortfolioBook] = {}
         self.market = PortfolioMarket()
-        self.stats: Counter[str] = Counter()
-        self._rules: dict[str, RiskConfig] = {}
 
-    def rules(self, account: str) -> RiskConfig:
-        rules = self._rules.get(account)
-        if rules is None:
-            rules = self.config.risk_for(account)
-            self._rules[account] = rules
-        return rules
 
     def book(self, account: str) -> PortfolioBook:
         book = self.books.get(account)
