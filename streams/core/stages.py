@@ -222,7 +222,6 @@ class AccountStage(_Level):
         self.clock = 0
         self.gate = ControlGate()
 
-
     def process(self, item: Item) -> Result:
         ts = getattr(item.event, "ts", None)
         if isinstance(ts, int) and ts > self.clock:
@@ -411,7 +410,6 @@ class SymbolStage(_Level):
         self.books: dict[str, SymbolBook] = {}
         self.watchers: dict[str, set[str]] = {}
 
-
     def book(self, account: str) -> SymbolBook:
         book = self.books.get(account)
         if book is None:
@@ -597,7 +595,6 @@ class PortfolioStage(_Level):
         self.shadow = config.mode == "shadow"
         self.books: dict[str, PortfolioBook] = {}
         self.market = PortfolioMarket()
-
 
     def book(self, account: str) -> PortfolioBook:
         book = self.books.get(account)
