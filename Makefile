@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 
 lint: install
 	$(BIN)/ruff check streams schemas tests bench
+	$(BIN)/ruff format --check streams schemas tests bench
 	$(BIN)/mypy --strict streams/core schemas
 
 KAFKA_TEST_PORT ?= 19092
