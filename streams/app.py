@@ -28,7 +28,7 @@ from schemas.config import Config
 from schemas.outputs import DeadLetterSource
 from streams.core.snapshot import DUMPERS, LOADERS, PARTITION_KEY
 from streams.core.stages import AccountStage, Item, MarketStage, PortfolioStage, SymbolStage, item_for
-from streams.tape import BadMessage, SecurityRefusal, decode_value, security_event
+from streams.tape import BadMessage, SecurityRefusal, decode_value, load_json, security_event
 from streams.tape import dead_letter as make_dead_letter
 from streams.topology import Topics, decode_item, encode_item
 
@@ -37,7 +37,6 @@ log = structlog.get_logger("riskguard.worker")
 LEVELS = ("market", "account", "symbol", "portfolio")
 _SOURCES = {"market": "sequenced", "account": "level2", "symbol": "level1", "portfolio": "level3"}
 _SINKS = {"market": "level2", "account": "level1", "symbol": "level3", "portfolio": None}
-MAX_MESSAGE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -176,12 +175,8 @@ def build_app(config: Config, settings: WorkerSettings) -> faust.App:
             logical = by_kafka_name.get(event.message.topic, "?")
             raw = event.value if isinstance(event.value, bytes) else b""
             try:
-                if len(raw) > MAX_MESSAGE_BYTES:
-                    raise BadMessage(f"message of {len(raw)} bytes exceeds the 1 MiB limit")
-                try:
-                    value = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    raise BadMessage(f"not JSON: {exc}") from None
+                value: Any = None  # read below when a control is refused for security
+                value = load_json(raw)
                 model = decode_value(logical, value, control_check)
             except BadMessage as exc:
                 await dead_letter(event, logical, str(exc))

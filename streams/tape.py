@@ -74,14 +74,19 @@ def decode_value(topic: str, value: Any, control_check: ControlCheck | None = No
     return parsed
 
 
-def decode_line(raw: bytes, control_check: ControlCheck | None = None) -> tuple[str, str | None, InputModel]:
-    """Parse and validate one tape line into (topic, key, value)."""
+def load_json(raw: bytes) -> Any:
+    """Parse one message's bytes: at most 1 MiB, valid JSON (SPEC §8), else BadMessage."""
     if len(raw) > MAX_MESSAGE_BYTES:
         raise BadMessage(f"message of {len(raw)} bytes exceeds the 1 MiB limit")
     try:
-        envelope = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadMessage(f"not JSON: {exc}") from None
+
+
+def decode_line(raw: bytes, control_check: ControlCheck | None = None) -> tuple[str, str | None, InputModel]:
+    """Parse and validate one tape line into (topic, key, value)."""
+    envelope = load_json(raw)
     if not isinstance(envelope, dict) or "topic" not in envelope or "value" not in envelope:
         raise BadMessage('not an envelope: expected {"topic", "key", "value"}')
     topic, key = envelope["topic"], envelope.get("key")

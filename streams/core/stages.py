@@ -37,7 +37,7 @@ from streams.core import account as l1
 from streams.core import symbol as l3
 from streams.core.clusters import ClusterMap, ClusterParams, ClusterState
 from streams.core.controls import ControlGate
-from streams.core.decision import Outcome, TradeContext, evaluate
+from streams.core.decision import Outcome, TradeContext, band_of, evaluate
 from streams.core.ids import decision_id, stable_id
 from streams.core.market import SymbolMarket, update_atr
 from streams.core.portfolio import crossed_warning, exposures, heat_score
@@ -747,10 +747,7 @@ class PortfolioStage(_Level):
     def _outside_band(self, account: str, book: PortfolioBook, sym: str, target: float, price: float, ts: int) -> bool:
         position = book.positions.get(sym)
         value = position.projected(ts) * price if position is not None else 0.0
-        band = self.rules(account).per_symbol.band_pct
-        lo, hi = (
-            (target * (1 - band), target * (1 + band)) if target >= 0 else (target * (1 + band), target * (1 - band))
-        )
+        lo, hi = band_of(target, self.rules(account).per_symbol.band_pct)
         return not lo <= value <= hi
 
     def _flatten(self, account: str, book: PortfolioBook, ts: int, halt_id: str, state: str) -> list[Output]:
