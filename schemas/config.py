@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -48,6 +50,20 @@ def parse_duration_ms(value: object) -> int:
 DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
 Fraction = Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)]
 Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown IANA timezone {value!r}") from exc
+    return value
+
+
+def _hh_mm(name: str, value: str) -> str:
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        raise ValueError(f"{name} must be HH:MM (24h), got {value!r}")
+    return value
 
 
 class Frozen(BaseModel):
@@ -92,21 +108,8 @@ class AccountRules(Frozen):
     daily_entry_quota_pct: Fraction | None = None
     on_warning: Literal["warn", "reduce"] = "warn"
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA timezone {value!r}") from exc
-        return value
-
-    @field_validator("reset_time")
-    @classmethod
-    def _hh_mm(cls, value: str) -> str:
-        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
-            raise ValueError(f"reset_time must be HH:MM (24h), got {value!r}")
-        return value
+    _zone = field_validator("timezone")(classmethod(lambda cls, value: _known_zone(value)))
+    _reset_time = field_validator("reset_time")(classmethod(lambda cls, value: _hh_mm("reset_time", value)))
 
     @property
     def reset_minutes(self) -> int:
@@ -245,8 +248,12 @@ class Policy(Frozen):
     rebalance_triggers: RebalanceTriggers = RebalanceTriggers()
 
 
+_WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_TRADING_DAY_RULES = ("first_trading_day", "last_trading_day")
+
+
 class RebalancePolicy(Frozen):
-    """Seed 004 §12 defaults and §8 schedule."""
+    """Seed 004 §12 defaults and §8 schedule (see docs/rebalance.md)."""
 
     enabled: bool = False
     frequency: Literal["weekly", "monthly", "quarterly", "custom_days"] = "monthly"
@@ -256,6 +263,7 @@ class RebalancePolicy(Frozen):
     timezone: str = "UTC"
     roll: Literal["next", "previous"] = "next"
     holidays: list[str] = Field(default_factory=list)
+    start_date: date | None = None
     budget_pct: Fraction = 0.10
     drift_band_abs_pct: Fraction = 0.02
     drift_band_rel_pct: Fraction = 0.15
@@ -264,6 +272,46 @@ class RebalancePolicy(Frozen):
     max_position_weight: Fraction = 0.15
     tilt_mode: Literal["neutral", "mean_reversion", "momentum"] = "neutral"
     targets: dict[str, float] = Field(default_factory=dict)
+
+    _zone = field_validator("timezone")(classmethod(lambda cls, value: _known_zone(value)))
+    _time_local = field_validator("time_local")(classmethod(lambda cls, value: _hh_mm("time_local", value)))
+
+    @field_validator("holidays")
+    @classmethod
+    def _iso_dates(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                date.fromisoformat(text)
+            except ValueError:
+                raise ValueError(f"holidays must be ISO dates (YYYY-MM-DD), got {text!r}") from None
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        for symbol, weight in value.items():
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"target weight of {symbol!r} must be finite and >= 0, got {weight!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _day_rule_fits(self) -> RebalancePolicy:
+        rule = (self.day_rule or "").strip().lower()
+        if not rule or (rule in _TRADING_DAY_RULES and self.frequency != "custom_days"):
+            return self
+        if self.frequency == "custom_days":
+            try:
+                date.fromisoformat(rule)
+            except ValueError:
+                raise ValueError(f"day_rule for custom_days must be an ISO start date, got {self.day_rule!r}") from None
+        elif self.frequency == "weekly":
+            if not any(rule in (name, name[:3]) for name in _WEEKDAY_NAMES):
+                raise ValueError(
+                    f"day_rule for weekly must be a weekday or first/last_trading_day, got {self.day_rule!r}"
+                )
+        elif not (rule.isdigit() and 1 <= int(rule) <= 31):
+            raise ValueError(f"day_rule must be a day 1-31 or first/last_trading_day, got {self.day_rule!r}")
+        return self
 
 
 class Regime(Frozen):
@@ -287,15 +335,57 @@ class BudgetTriggers(Frozen):
     vol_breach: Annotated[float, Field(gt=0)] = 1.5
 
 
+class RegimeClassifier(Frozen):
+    """The built-in regime classifier on `budget.benchmark` bars (see docs/budget.md)."""
+
+    window: int = Field(20, ge=2)
+    min_periods: int = Field(10, ge=2)
+    periods_per_year: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 252
+    bear_vol: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.20
+    bear_drawdown: Annotated[float, Field(gt=0, le=1)] = 0.05
+    crisis_vol: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.35
+    crisis_drawdown: Annotated[float, Field(gt=0, le=1)] = 0.10
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RegimeClassifier:
+        if self.min_periods > self.window:
+            raise ValueError("min_periods must not exceed window")
+        if self.bear_vol > self.crisis_vol or self.bear_drawdown > self.crisis_drawdown:
+            raise ValueError("bear thresholds must not exceed crisis thresholds")
+        return self
+
+
+CLASSIFIER_REGIMES = ("bull", "bear", "crisis")
+
+
 class Budget(Frozen):
-    """Seed 002 dynamic risk budget."""
+    """Seed 002 dynamic risk budget (see docs/budget.md)."""
 
     enabled: bool = False
+    # Seed 002's polling period, accepted so its YAML loads: triggers run on every relevant event instead.
+    monitoring_interval: DurationMs | None = None
     benchmark: str | None = None
     initial_regime: str = "bull"
     auto_rebalance: bool = False
     regime_allocations: dict[str, Regime] = Field(default_factory=_default_regimes)
     rebalancing_triggers: BudgetTriggers = BudgetTriggers()
+    classifier: RegimeClassifier = RegimeClassifier()
+    vol_window: int = Field(20, ge=2)
+    vol_min_periods: int = Field(5, ge=2)
+
+    @model_validator(mode="after")
+    def _regimes_known(self) -> Budget:
+        known = sorted(self.regime_allocations)
+        if self.initial_regime not in self.regime_allocations:
+            raise ValueError(f"initial_regime {self.initial_regime!r} is not in regime_allocations ({known})")
+        missing = [name for name in CLASSIFIER_REGIMES if name not in self.regime_allocations]
+        if self.benchmark is not None and missing:
+            raise ValueError(f"the benchmark classifier needs regime_allocations for {missing}")
+        if "auto" in self.regime_allocations:
+            raise ValueError("'auto' is reserved (SET_REGIME auto returns to the classifier)")
+        if self.vol_min_periods > self.vol_window:
+            raise ValueError("vol_min_periods must not exceed vol_window")
+        return self
 
 
 class ControlPolicy(Frozen):

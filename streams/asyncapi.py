@@ -228,6 +228,7 @@ _DECISION_EXAMPLE: dict[str, Any] = {
         "group_critical": None,
         "gross": 0.0,
         "gross_cap": 100000.0,
+        "budget_cap": None,
         "net": 0.0,
         "net_cap": 20000.0,
         "position_critical": 30000.0,

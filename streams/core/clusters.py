@@ -157,6 +157,19 @@ class ClusterState:
             return None
         return float(np.mean(np.abs(valid)))
 
+    def market_correlation(self) -> float | None:
+        """Mean |rho| over every distinct pair with a valid rho (the correlation-spike statistic)."""
+        if self._rho is None:
+            return None
+        magnitude = np.abs(self._rho)
+        finite = np.isfinite(magnitude)
+        diagonal = np.isfinite(np.diagonal(magnitude))
+        pairs = int(np.count_nonzero(finite)) - int(np.count_nonzero(diagonal))
+        if pairs <= 0:
+            return None
+        total = float(np.sum(magnitude, where=finite)) - float(np.count_nonzero(diagonal))
+        return total / pairs
+
     # ------------------------------------------------------------ persistence
 
     def to_dict(self) -> dict[str, object]:

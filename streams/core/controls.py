@@ -3,7 +3,9 @@
 The signature covers the UTF-8 bytes of the value without `signature`, serialised as
 `json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`. Checks are split:
 `check_signature` needs the raw value as received and the key (the shell does it before parsing);
-expiry and nonce reuse are judged in event time by Level 1 (`ControlGate`). Everything fails closed.
+expiry and nonce reuse are judged in event time by Level 1 (`ControlGate`), and so are the command's
+parameters (`params_problem`: a REBALANCE or SET_REGIME that cannot be acted on is a bad control).
+Everything fails closed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,3 +59,31 @@ class ControlGate:
             return "replayed control: nonce already used"
         self.nonces.add(nonce)
         return None
+
+
+AUTO_REGIME = "auto"
+
+
+def params_problem(command: str, params: Mapping[str, Any], regimes: Collection[str]) -> str | None:
+    """None when a command's `params` can be acted on; else why the control is a bad control.
+
+    SET_REGIME needs `regime`: a configured regime, or `auto` to follow the classifier again.
+    REBALANCE takes an optional boolean `preview` and optional `targets` (symbol -> weight >= 0).
+    """
+    if command == "SET_REGIME":
+        regime = params.get("regime")
+        if not isinstance(regime, str) or (regime != AUTO_REGIME and regime not in regimes):
+            known = ", ".join(sorted([*regimes, AUTO_REGIME]))
+            return f"SET_REGIME params.regime must be one of {known}; got {regime!r}"
+    elif command == "REBALANCE":
+        if not isinstance(params.get("preview", False), bool):
+            return "REBALANCE params.preview must be true or false"
+        targets = params.get("targets")
+        if targets is not None:
+            if not isinstance(targets, Mapping) or not targets:
+                return "REBALANCE params.targets must be a non-empty mapping of symbol to weight"
+            for symbol, weight in targets.items():
+                number = isinstance(weight, int | float) and not isinstance(weight, bool)
+                if not number or not math.isfinite(weight) or weight < 0:
+                    return f"REBALANCE params.targets[{symbol!r}] must be a finite weight >= 0; got {weight!r}"
+    return None

@@ -7,7 +7,8 @@ every verdict from the facts alone (`riskguard verify`).
 Order (SPEC §6.3): target caps (per_symbol) -> signal change -> band -> split into the closing
 (risk-reducing) part and the opening (risk-increasing) part -> on the opening part only: account
 gate, re-entry veto, per-trade clip, lot rounding, dust, entry quota (account), cluster, group,
-portfolio (gross, net, concentration). Exits and closing parts are never clipped or denied.
+portfolio (gross, the risk budget's gross cap, net, concentration). Exits and closing parts are never
+clipped or denied.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class TradeContext:
     group_critical: float | None = None
     gross: float = 0.0
     gross_cap: float | None = None
+    budget_cap: float | None = None
     net: float = 0.0
     net_cap: float | None = None
     position_critical: float | None = None
@@ -180,6 +182,9 @@ def _headrooms(ctx: TradeContext, side_sign: int, value_after_close: float) -> l
         rooms.append(("group", "group_cap", ctx.group_cap - (ctx.group_exposure + shift)))
     if ctx.gross_cap is not None:
         rooms.append(("portfolio", "gross_cap", ctx.gross_cap - (ctx.gross + shift)))
+    if ctx.budget_cap is not None:
+        # The dynamic risk budget (SPEC §6.7): equity × equity_allocation × leverage_limit of the regime.
+        rooms.append(("portfolio", "budget_cap", ctx.budget_cap - (ctx.gross + shift)))
     if ctx.net_cap is not None:
         net0 = ctx.net - value + value_after_close
         # A trade that shrinks |net| always passes: against the net it may go up to 2|net0|.

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 from streams.core import account as l1
+from streams.core import budget as bm
 from streams.core import symbol as l3
 from streams.core.clusters import ClusterState
 from streams.core.market import SymbolMarket
@@ -63,6 +64,12 @@ def dump_market(stage: MarketStage) -> dict[str, Snapshot]:
             "clusters": st.clusters.to_dict(),
             "symbols": {s: [m.last_ts, m.close, m.atr, m.tr_count, m.tr_sum] for s, m in st.symbols.items()},
             "published": st.published,
+            "budget": {
+                "closes": list(st.classifier.closes),
+                "regime": st.classifier.regime,
+                "correlation": st.correlation,
+                "spike": st.spike,
+            },
         }
     }
 
@@ -72,13 +79,31 @@ def load_market(stage: MarketStage, key: str, data: Snapshot) -> None:
     st.clusters = ClusterState.from_dict(st.clusters.params, data["clusters"])
     st.symbols = {s: SymbolMarket(*values) for s, values in data["symbols"].items()}
     st.published = dict(data["published"])
+    budget = data.get("budget") or {}
+    st.classifier = bm.ClassifierState(list(budget.get("closes", ())), budget.get("regime"))
+    st.correlation = budget.get("correlation")
+    st.spike = bool(budget.get("spike", False))
 
 
 def dump_account(stage: AccountStage, keys: Any = None) -> dict[str, Snapshot]:
-    """Level 1: one snapshot per account and the partition's next roll."""
+    """Level 1: one snapshot per account (guard, budget, next run) and the partition's clocks and regime."""
     wanted = stage.accounts if keys is None else [k for k in keys if k in stage.accounts]
-    out: dict[str, Snapshot] = {a: asdict(stage.accounts[a]) for a in wanted}
-    out[PARTITION_KEY] = {"next_roll": stage.next_roll, "clock": stage.clock, "nonces": sorted(stage.gate.nonces)}
+    out: dict[str, Snapshot] = {}
+    for account in wanted:
+        budget = stage.budgets.get(account)
+        out[account] = {
+            **asdict(stage.accounts[account]),
+            "budget": asdict(budget) if budget is not None else None,
+            "next_rebalance_at": stage.rebalance_at.get(account),
+        }
+    out[PARTITION_KEY] = {
+        "next_roll": stage.next_roll,
+        "clock": stage.clock,
+        "nonces": sorted(stage.gate.nonces),
+        "next_rebalance": stage.next_rebalance,
+        "market_regime": stage.market_regime,
+        "pinned_all": stage.pinned_all,
+    }
     return out
 
 
@@ -87,8 +112,18 @@ def load_account(stage: AccountStage, key: str, data: Snapshot) -> None:
         stage.next_roll = data["next_roll"]
         stage.clock = data.get("clock", 0)
         stage.gate.nonces = set(data.get("nonces", ()))
-    else:
-        stage.accounts[key] = l1.AccountState(**data)
+        stage.next_rebalance = data.get("next_rebalance")
+        stage.market_regime = data.get("market_regime")
+        stage.pinned_all = data.get("pinned_all")
+        return
+    fields = dict(data)
+    budget = fields.pop("budget", None)
+    next_rebalance_at = fields.pop("next_rebalance_at", None)
+    stage.accounts[key] = l1.AccountState(**fields)
+    if budget is not None:
+        stage.budgets[key] = bm.AccountBudget(**budget)
+    if next_rebalance_at is not None:
+        stage.rebalance_at[key] = next_rebalance_at
 
 
 def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
@@ -105,14 +140,20 @@ def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
             "seen_signals": sorted(book.seen_signals),
             "last_signal_ts": book.last_signal_ts,
             "view": _view(book.view),
+            "drift_alarm": book.drift_alarm,
+            "recommendations": book.recommendations,
         }
-    out[PARTITION_KEY] = {"watchers": {s: sorted(a) for s, a in sorted(stage.watchers.items())}}
+    out[PARTITION_KEY] = {
+        "watchers": {s: sorted(a) for s, a in sorted(stage.watchers.items())},
+        "closes": dict(sorted(stage.closes.items())),
+    }
     return out
 
 
 def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
     if key == PARTITION_KEY:
         stage.watchers = {s: set(a) for s, a in data["watchers"].items()}
+        stage.closes = dict(data.get("closes", {}))
         return
     stage.books[key] = SymbolBook(
         symbols={s: l3.SymbolState(**v) for s, v in data["symbols"].items()},
@@ -122,6 +163,8 @@ def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
         seen_signals=set(data["seen_signals"]),
         last_signal_ts=data["last_signal_ts"],
         view=_load_view(data["view"]),
+        drift_alarm=bool(data.get("drift_alarm", False)),
+        recommendations=list(data.get("recommendations", ())),
     )
 
 
@@ -136,6 +179,7 @@ def dump_portfolio(stage: PortfolioStage, keys: Any = None) -> dict[str, Snapsho
             "quota_used": book.quota_used,
             "quota_day": book.quota_day,
             "view": _view(book.view),
+            "last_run": book.last_run,
         }
     m = stage.market
     out[PARTITION_KEY] = {"closes": m.closes, "atr": m.atr, "clusters": m.clusters}
@@ -153,6 +197,7 @@ def load_portfolio(stage: PortfolioStage, key: str, data: Snapshot) -> None:
         quota_used=data["quota_used"],
         quota_day=data["quota_day"],
         view=_load_view(data["view"]),
+        last_run=data.get("last_run"),
     )
 
 

@@ -8,6 +8,13 @@ account-keyed log, and the in-process `Engine` run the very same stages one afte
 
 Partition-wide items (bars, cluster maps) reach every partition; account items reach the account's
 partition. A stage that serves partition `p` only knows the accounts it has seen there.
+
+Rebalance runs and the risk budget follow the same rule. Level 1 keeps each account's schedule
+(`next_rebalance_at`), its regime and the budget triggers it can see (regime change, correlation
+spike from Level 2, vol breach of its equity); Level 3 the drift trigger (its filled positions).
+A level that starts a run puts a `rebalance` note on the account's item: Level 3 clears the
+account's re-entry vetoes and Level 4 plans and runs it, whatever started it (control, schedule,
+budget).
 """
 
 from __future__ import annotations
@@ -15,12 +22,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from datetime import time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
 from schemas.base import OutputModel
-from schemas.config import Config, RiskConfig
+from schemas.config import Config, RebalancePolicy, RiskConfig
 from schemas.inputs import Bar, Control, Equity, Fill, Signal
 from schemas.outputs import (
     ClipRecord,
@@ -34,15 +43,17 @@ from schemas.outputs import (
 )
 from schemas.timefmt import format_ts
 from streams.core import account as l1
+from streams.core import budget as bm
 from streams.core import symbol as l3
 from streams.core.clusters import ClusterMap, ClusterParams, ClusterState
-from streams.core.controls import ControlGate
+from streams.core.controls import AUTO_REGIME, ControlGate, params_problem
 from streams.core.decision import Outcome, TradeContext, band_of, evaluate
 from streams.core.ids import decision_id, stable_id
 from streams.core.market import SymbolMarket, update_atr
 from streams.core.portfolio import crossed_warning, exposures, heat_score
 from streams.core.positions import Ledger, Position, add_pending, apply_fill
 from streams.core.rebalance import Holding, plan_rebalance
+from streams.core.schedule import local_epoch_ms, next_run
 from streams.core.sizing import size_notional
 
 
@@ -103,6 +114,8 @@ class AccountView:
     vol_scale: float
     day_start: int | None
     day_start_equity: float
+    regime: str | None = None
+    next_rebalance_at: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +125,8 @@ class AccountView:
             "vol_scale": self.vol_scale,
             "day_start": self.day_start,
             "day_start_equity": self.day_start_equity,
+            "regime": self.regime,
+            "next_rebalance_at": self.next_rebalance_at,
         }
 
     @classmethod
@@ -138,10 +153,13 @@ class MarketState:
     clusters: ClusterState
     symbols: dict[str, SymbolMarket] = field(default_factory=dict)
     published: dict[str, str] = field(default_factory=dict)
+    classifier: bm.ClassifierState = field(default_factory=bm.ClassifierState)
+    correlation: float | None = None
+    spike: bool = False
 
 
 class MarketStage:
-    """Level 2: prices, Wilder ATR and the cluster map, market-wide (on bars)."""
+    """Level 2: prices, Wilder ATR, the cluster map and the budget's market figures, market-wide (on bars)."""
 
     name = "market"
 
@@ -181,8 +199,47 @@ class MarketStage:
         cmap = self.state.clusters.on_bar(bar.symbol, bar.ts, bar.close)
         if cmap is not None:
             outputs, items = self._map(cmap)
-        items.append(Item("bar", None, bar, {"atr": m.atr}))
+        notes: dict[str, Any] = {"atr": m.atr}
+        if self.config.budget.enabled:
+            market, events = self._budget(bar, cmap)
+            outputs += events
+            if market:
+                notes["market"] = market
+        items.append(Item("bar", None, bar, notes))
         return outputs, items
+
+    def _budget(self, bar: Bar, cmap: ClusterMap | None) -> tuple[dict[str, Any], list[Output]]:
+        """The benchmark's regime reading and the correlation-spike edge, as a note for Level 1."""
+        config = self.config.budget
+        st = self.state
+        market: dict[str, Any] = {}
+        events: list[tuple[str, dict[str, Any]]] = []
+        if bar.symbol == config.benchmark:
+            previous = st.classifier.regime
+            reading = bm.observe(st.classifier, bar.close, config.classifier)
+            if reading is not None:
+                market["regime"] = {**reading.to_json(), "previous": previous}
+                events.append(("market_regime", {"benchmark": bar.symbol, **market["regime"]}))
+        if cmap is not None:
+            st.correlation = st.clusters.market_correlation()
+            threshold = config.rebalancing_triggers.correlation_spike
+            active = st.correlation is not None and st.correlation >= threshold
+            if active and not st.spike:
+                spike = {"correlation": st.correlation, "threshold": threshold, "as_of": cmap.ts}
+                market["correlation_spike"] = spike
+                events.append(("correlation_spike", spike))
+            st.spike = active
+        if self.partition != 0:
+            return market, []  # every partition reads the same market; partition 0 publishes it
+        outputs = [
+            Output(
+                "events",
+                None,
+                RiskEvent(event_id=stable_id("evt", kind, bar.ts), kind=kind, account=None, ts=bar.ts, details=details),
+            )
+            for kind, details in events
+        ]
+        return market, outputs
 
     def _map(self, cmap: ClusterMap) -> Result:
         if cmap.assignment == self.state.published:
@@ -211,14 +268,19 @@ class MarketStage:
 
 # --------------------------------------------------------------------------- Level 1: account
 class AccountStage(_Level):
-    """Level 1: trading day, loss limits, drawdowns; publishes every state change as a Halt."""
+    """Level 1: trading day, loss limits, drawdowns (each state change a Halt); schedule, regime, budget alarms."""
 
     name = "account"
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.accounts: dict[str, l1.AccountState] = {}
+        self.budgets: dict[str, bm.AccountBudget] = {}
+        self.rebalance_at: dict[str, int] = {}
         self.next_roll: int | None = None
+        self.next_rebalance: int | None = None
+        self.market_regime: str | None = None
+        self.pinned_all: str | None = None
         self.clock = 0
         self.gate = ControlGate()
 
@@ -233,10 +295,7 @@ class AccountStage(_Level):
         if item.account is None:
             return [], [item]
         account = item.account
-        state = self.accounts.get(account)
-        if state is None:
-            state = l1.AccountState()
-            self.accounts[account] = state
+        state = self._account(account)
         rules = self.rules(account)
         if item.kind == "equity":
             ev: Equity = item.event
@@ -252,35 +311,61 @@ class AccountStage(_Level):
             )
             outputs += more
             flatten += more_flatten
+        self._plan(account, ts)
+        if self.config.budget.enabled:
+            outputs += self._assess(account, ts, item.notes)[0]
         self._schedule(state)
         item.notes["account"] = self.view(account).to_json()
         if flatten:
             item.notes["flatten"] = flatten
         return outputs, [item]
 
+    def _account(self, account: str) -> l1.AccountState:
+        state = self.accounts.get(account)
+        if state is None:
+            state = l1.AccountState()
+            self.accounts[account] = state
+        return state
+
     def _control(self, item: Item) -> Result:
         ctl: Control = item.event
+        problem = params_problem(ctl.command.value, ctl.params, self.config.budget.regime_allocations)
+        if problem is not None:
+            self.stats["controls_invalid"] += 1
+            return _bad_control(ctl, problem), []
         refusal = self.gate.admit(ctl.nonce, ctl.ts, ctl.expires_at, self.clock)
         if refusal is not None:
             self.stats["controls_refused"] += 1
             return _refused_control(ctl, refusal), []
         targets = sorted(self.accounts) if ctl.account == "*" else [ctl.account]
+        command = ctl.command.value
+        if command == "SET_REGIME" and ctl.account == "*":
+            regime = ctl.params["regime"]
+            self.pinned_all = None if regime == AUTO_REGIME else regime
+            for budget in self.budgets.values():
+                budget.pinned = None  # the latest control wins: `*` replaces every account's own pin
         outputs: list[Output] = []
         items: list[Item] = []
         for account in targets:
-            state = self.accounts.get(account)
-            if state is None:
-                state = l1.AccountState()
-                self.accounts[account] = state
+            state = self._account(account)
             rules = self.rules(account)
             changes: list[l1.StateChange] = []
-            if ctl.command.value == "HALT":
+            notes: dict[str, Any] = {}
+            if command == "HALT":
                 changes = l1.force_state(state, "HALTED", "operator_halt", ctl.ts, rules.account)
-            elif ctl.command.value == "RESUME":
+            elif command == "RESUME":
                 changes = l1.force_state(state, "ACTIVE", "operator_resume", ctl.ts, rules.account)
+            elif command == "REBALANCE":
+                notes["rebalance"] = _control_run(account, ctl)
+            elif command == "SET_REGIME" and ctl.account != "*":
+                regime = ctl.params["regime"]
+                self._budget(account).pinned = None if regime == AUTO_REGIME else regime
             more, flatten = self._changes(account, changes, rules)
             outputs += more
-            notes: dict[str, Any] = {"account": self.view(account).to_json()}
+            self._plan(account, ctl.ts)
+            if self.config.budget.enabled:
+                outputs += self._assess(account, ctl.ts, notes)[0]
+            notes["account"] = self.view(account).to_json()
             if flatten:
                 notes["flatten"] = flatten
             items.append(Item("control", account, ctl, notes))
@@ -292,7 +377,7 @@ class AccountStage(_Level):
             account=None if ctl.account == "*" else ctl.account,
             ts=ctl.ts,
             details={
-                "command": ctl.command.value,
+                "command": command,
                 "issued_by": ctl.issued_by,
                 "nonce": ctl.nonce,
                 "accounts": targets,
@@ -305,6 +390,7 @@ class AccountStage(_Level):
         state = self.accounts[account]
         rules = self.rules(account)
         equity = state.equity if state.equity is not None else rules.account.initial_balance
+        budget = self.budgets.get(account)
         return AccountView(
             trading_state=state.trading_state,
             equity=equity,
@@ -312,32 +398,135 @@ class AccountStage(_Level):
             vol_scale=l1.vol_scale(state, rules.portfolio.vol_target),
             day_start=state.day_start,
             day_start_equity=state.day_start_equity,
+            regime=budget.regime if budget is not None and self.config.budget.enabled else None,
+            next_rebalance_at=self.rebalance_at.get(account),
         )
 
     def _schedule(self, state: l1.AccountState) -> None:
         if state.next_reset is not None and (self.next_roll is None or state.next_reset < self.next_roll):
             self.next_roll = state.next_reset
 
+    def _budget(self, account: str) -> bm.AccountBudget:
+        budget = self.budgets.get(account)
+        if budget is None:
+            budget = bm.AccountBudget()
+            self.budgets[account] = budget
+        return budget
+
+    def _plan(self, account: str, ts: int) -> None:
+        """Give an account its first scheduled rebalance (the first run after `ts`) when runs are on."""
+        policy = self.config.rebalance
+        if policy.enabled and account not in self.rebalance_at:
+            self._next_run(account, first_run(ts, policy))
+
+    def _next_run(self, account: str, at: int) -> None:
+        self.rebalance_at[account] = at
+        if self.next_rebalance is None or at < self.next_rebalance:
+            self.next_rebalance = at
+
+    def _assess(
+        self, account: str, ts: int, notes: dict[str, Any], spike: dict[str, Any] | None = None
+    ) -> tuple[list[Output], bool]:
+        """Regime in force and vol breach of one account: a recommendation on each trigger's edge.
+
+        Returns the recommendations and whether the account's budget state changed (the worker stores
+        an account's state at a bar only when an item for it goes on).
+        """
+        config = self.config.budget
+        budget = self._budget(account)
+        state = self.accounts[account]
+        was = (budget.regime, budget.source, budget.vol_breach, budget.vol_day)
+        fired: list[tuple[str, dict[str, Any]]] = []
+        regime, source = bm.regime_in_force(budget.pinned, self.pinned_all, self.market_regime, config.initial_regime)
+        changed = regime != budget.regime
+        previous = budget.regime
+        budget.regime, budget.source = regime, source
+        if changed and previous is not None and config.rebalancing_triggers.regime_change:
+            before = bm.budget_cap(config, previous, state.equity)
+            after = bm.budget_cap(config, regime, state.equity)
+            details: dict[str, Any] = {
+                "previous_regime": previous,
+                "source": source,
+                "previous_budget_gross_cap": before,
+            }
+            fired.append((bm.REGIME_CHANGE, {**details, "recommended": {"action": "rebalance", "gross_cap": after}}))
+        if budget.vol_day != state.day_start:  # day closes only change when the day rolls
+            budget.vol = bm.realized_vol(state.day_closes, config.vol_window, config.vol_min_periods)
+            budget.vol_day = state.day_start
+        limit = bm.vol_limit(config, regime)
+        breach = budget.vol is not None and budget.vol >= limit
+        if breach and not budget.vol_breach and budget.vol is not None:
+            target = config.regime_allocations[regime].vol_target
+            recommended: dict[str, Any] = {"action": "reduce_exposure", "scale": target / budget.vol}
+            details = {"observed": budget.vol, "threshold": limit, "vol_target": target, "recommended": recommended}
+            fired.append((bm.VOL_BREACH, details))
+        budget.vol_breach = breach
+        if spike is not None:
+            recommended = {"action": "reduce_exposure", "gross_cap": bm.budget_cap(config, regime, state.equity)}
+            details = {"observed": spike["correlation"], "threshold": spike["threshold"], "as_of": spike["as_of"]}
+            fired.append((bm.CORRELATION_SPIKE, {**details, "recommended": recommended}))
+        outputs = _recommend(self.config, account, ts, fired, notes, state.equity, regime, budget.recommendations)
+        return outputs, bool(fired) or was != (budget.regime, budget.source, budget.vol_breach, budget.vol_day)
+
     def _bar(self, item: Item) -> Result:
+        """Day rolls before the bar; scheduled runs and budget changes of each account after it."""
         ts = item.event.ts
-        if self.next_roll is None or ts < self.next_roll:
-            return [], [item]
         outputs: list[Output] = []
-        items: list[Item] = []
-        self.next_roll = None
-        for account in sorted(self.accounts):
-            state = self.accounts[account]
-            if state.next_reset is not None and ts >= state.next_reset:
-                rules = self.rules(account)
-                more, flatten = self._changes(account, l1.roll_day(state, ts, rules.account), rules)
+        before: list[Item] = []
+        after: dict[str, dict[str, Any]] = {}
+        if self.next_roll is not None and ts >= self.next_roll:
+            self.next_roll = None
+            for account in sorted(self.accounts):
+                state = self.accounts[account]
+                if state.next_reset is not None and ts >= state.next_reset:
+                    rules = self.rules(account)
+                    more, flatten = self._changes(account, l1.roll_day(state, ts, rules.account), rules)
+                    outputs += more
+                    notes: dict[str, Any] = {}
+                    if self.config.budget.enabled:
+                        outputs += self._assess(account, ts, notes)[0]
+                    notes["account"] = self.view(account).to_json()
+                    if flatten:
+                        notes["flatten"] = flatten
+                    before.append(Item("account", account, None, notes))
+                self._schedule(state)
+        if self.next_rebalance is not None and ts >= self.next_rebalance:
+            self._due(ts, after)
+        market = item.notes.get("market")
+        if market is not None and self.config.budget.enabled:
+            if "regime" in market:
+                self.market_regime = market["regime"]["regime"]
+            spike = market.get("correlation_spike")
+            for account in sorted(self.accounts):
+                notes = after.get(account, {})
+                more, changed = self._assess(account, ts, notes, spike)
                 outputs += more
-                notes: dict[str, Any] = {"account": self.view(account).to_json()}
-                if flatten:
-                    notes["flatten"] = flatten
-                items.append(Item("account", account, None, notes))
-            self._schedule(state)
-        items.append(item)
+                if changed or notes:
+                    after[account] = notes
+        items = [*before, item]
+        for account in sorted(after):
+            notes = after[account]
+            notes["account"] = self.view(account).to_json()
+            items.append(Item("account", account, None, notes))
         return outputs, items
+
+    def _due(self, ts: int, after: dict[str, dict[str, Any]]) -> None:
+        """Scheduled runs whose time has come: one run each, then the next run strictly after this bar."""
+        policy = self.config.rebalance
+        self.next_rebalance = None
+        for account in sorted(self.rebalance_at):
+            due = self.rebalance_at[account]
+            if ts >= due:
+                run_id = stable_id("run", account, "schedule", due)
+                after.setdefault(account, {})["rebalance"] = {
+                    "trigger": "schedule",
+                    "run_id": run_id,
+                    "ts": ts,
+                    "scheduled_at": due,
+                }
+                self.stats["rebalance_scheduled"] += 1
+                due = next_run(ts, policy)  # runs missed while no bar came are one run, not a burst
+            self._next_run(account, due)
 
     def _changes(
         self, account: str, changes: list[l1.StateChange], rules: RiskConfig
@@ -363,24 +552,94 @@ class AccountStage(_Level):
         return outputs, flatten
 
 
-def _refused_control(ctl: Control, refusal: str) -> list[Output]:
-    """A refused control: a `security` event and a dead letter; nothing else changes (fail closed)."""
+def first_run(ts: int, policy: RebalancePolicy) -> int:
+    """An account's first scheduled run: the first after `ts`, and not before `start_date` (local midnight)."""
+    after = ts
+    if policy.start_date is not None:
+        start = local_epoch_ms(policy.start_date, time(0, 0), ZoneInfo(policy.timezone))
+        after = max(after, start - 1)
+    return next_run(after, policy)
+
+
+def _control_run(account: str, ctl: Control) -> dict[str, Any]:
+    """The `rebalance` note of a REBALANCE control (run id from the nonce, as before schedules existed)."""
+    run: dict[str, Any] = {
+        "trigger": "control",
+        "run_id": stable_id("run", account, ctl.nonce),
+        "ts": ctl.ts,
+        "preview": bool(ctl.params.get("preview", False)),
+    }
+    if isinstance(ctl.params.get("targets"), dict):
+        run["targets"] = {str(k): float(v) for k, v in sorted(ctl.params["targets"].items())}
+    return run
+
+
+def _recommend(
+    config: Config,
+    account: str,
+    ts: int,
+    fired: list[tuple[str, dict[str, Any]]],
+    notes: dict[str, Any],
+    equity: float | None,
+    regime: str | None,
+    history: list[dict[str, Any]],
+) -> list[Output]:
+    """One `budget_recommendation` per fired trigger; with auto_rebalance, a budget run on this item."""
+    if not fired:
+        return []
+    budget = config.budget
+    run = notes.get("rebalance")
+    if budget.auto_rebalance and run is None:
+        names = [trigger for trigger, _ in fired]
+        run = {"trigger": "budget", "run_id": stable_id("run", account, "budget", ts, *names), "ts": ts}
+        run["triggers"] = names
+        notes["rebalance"] = run
+    outputs: list[Output] = []
+    for trigger, details in fired:
+        record = {
+            "trigger": trigger,
+            "regime": regime,
+            "equity": equity,
+            "budget_gross_cap": bm.budget_cap(budget, regime, equity),
+            **details,
+            "auto_rebalance": budget.auto_rebalance,
+            "run_id": run["run_id"] if budget.auto_rebalance and run is not None else None,
+        }
+        event_id = stable_id("evt", "budget_recommendation", account, trigger, ts, regime)
+        event = RiskEvent(event_id=event_id, kind="budget_recommendation", account=account, ts=ts, details=record)
+        bm.remember(history, {"event_id": event_id, "ts": ts, **record})
+        outputs.append(Output("events", account, event))
+    return outputs
+
+
+def _rejected(ctl: Control, kind: str, error: str, letter_error: str) -> list[Output]:
+    """A control that changes nothing: a dead letter and an event of `kind` saying why (fail closed)."""
     account = None if ctl.account == "*" else ctl.account
-    security = RiskEvent(
-        event_id=stable_id("evt", "security", ctl.account, ctl.nonce, refusal),
-        kind="security",
+    event = RiskEvent(
+        event_id=stable_id("evt", kind, ctl.account, ctl.nonce, error),
+        kind=kind,
         account=account,
         ts=ctl.ts,
-        details={"command": ctl.command.value, "issued_by": ctl.issued_by, "nonce": ctl.nonce, "error": refusal},
+        details={"command": ctl.command.value, "issued_by": ctl.issued_by, "nonce": ctl.nonce, "error": error},
     )
     letter = DeadLetter(
         source=DeadLetterSource(topic="control"),
         key=ctl.account,
         raw=orjson.dumps(ctl.model_dump(mode="json")).decode(),
-        error=f"security: {refusal}",
+        error=letter_error,
         ts=format_ts(ctl.ts),
     )
-    return [Output("deadletter", ctl.account, letter), Output("events", account, security)]
+    return [Output("deadletter", ctl.account, letter), Output("events", account, event)]
+
+
+def _refused_control(ctl: Control, refusal: str) -> list[Output]:
+    """A control refused for security (expired, replayed): a `security` event and a dead letter."""
+    return _rejected(ctl, "security", refusal, f"security: {refusal}")
+
+
+def _bad_control(ctl: Control, problem: str) -> list[Output]:
+    """A signed control whose parameters cannot be acted on: a `control_rejected` event and a dead letter."""
+    return _rejected(ctl, "control_rejected", problem, f"bad control: {problem}")
 
 
 # --------------------------------------------------------------------------- Level 3: symbol
@@ -395,13 +654,15 @@ class SymbolBook:
     seen_signals: set[str] = field(default_factory=set)
     last_signal_ts: int | None = None
     view: AccountView | None = None
+    drift_alarm: bool = False
+    recommendations: list[dict[str, Any]] = field(default_factory=list)
 
 
 _GATED = ("HALTED", "SHUTDOWN", "REDUCING")
 
 
 class SymbolStage(_Level):
-    """Level 3: targets (sizing, vol scale, symbol cap, signal change), stops, re-entry veto, cadence."""
+    """Level 3: targets (sizing, vol scale, symbol cap, signal change), stops, re-entry veto, cadence, drift."""
 
     name = "symbol"
 
@@ -409,6 +670,7 @@ class SymbolStage(_Level):
         super().__init__(config)
         self.books: dict[str, SymbolBook] = {}
         self.watchers: dict[str, set[str]] = {}
+        self.closes: dict[str, float] = {}
 
     def book(self, account: str) -> SymbolBook:
         book = self.books.get(account)
@@ -425,14 +687,42 @@ class SymbolStage(_Level):
         book = self.book(item.account)
         if "account" in item.notes:
             book.view = AccountView.from_json(item.notes["account"])
+        items = [item]
         if item.kind == "fill":
-            return self._fill(item, book)
-        if item.kind == "signal":
-            return self._signal(item, book)
-        if item.kind == "control" and item.event.command.value == "REBALANCE" and not _preview(item.event):
+            items = self._fill(item, book)[1]
+        elif item.kind == "signal":
+            items = self._signal(item, book)[1]
+        if not items:
+            carried = _carry(item)  # a dropped duplicate must not swallow a flatten or a run decided upstream
+            if carried is None:
+                return [], []
+            item, items = carried, [carried]
+        outputs = self._drift(item, book) if self.config.budget.enabled and item.event is not None else []
+        run = item.notes.get("rebalance")
+        if run is not None and not run.get("preview", False):
             for state in book.symbols.values():
-                l3.clear_veto(state)  # a rebalance run clears re-entry vetoes (SPEC §6.6)
-        return [], [item]
+                l3.clear_veto(state)  # every rebalance run clears re-entry vetoes (SPEC §6.6)
+        return outputs, items
+
+    def _drift(self, item: Item, book: SymbolBook) -> list[Output]:
+        """The drift trigger: filled positions at the last closes against the rebalance targets."""
+        view = book.view
+        if view is None or view.equity is None or item.account is None:
+            return []
+        values = {sym: p.qty * self.closes.get(sym, p.avg_entry) for sym, p in sorted(book.filled.items())}
+        policy = self.config.rebalance
+        found = bm.max_drift(values, view.equity, policy.targets, policy.max_position_weight)
+        threshold = self.config.budget.rebalancing_triggers.drift_threshold
+        active = found is not None and found[0] > threshold
+        fired: list[tuple[str, dict[str, Any]]] = []
+        if found is not None and active and not book.drift_alarm:
+            recommended = {"action": "rebalance", "symbol": found[1]}
+            fired.append((bm.DRIFT, {"observed": found[0], "threshold": threshold, "recommended": recommended}))
+        book.drift_alarm = active
+        ts: int = item.event.ts
+        return _recommend(
+            self.config, item.account, ts, fired, item.notes, view.equity, view.regime, book.recommendations
+        )
 
     def _watch(self, account: str, symbol: str) -> None:
         self.watchers.setdefault(symbol, set()).add(account)
@@ -504,6 +794,8 @@ class SymbolStage(_Level):
 
     def _bar(self, item: Item) -> Result:
         bar: Bar = item.event
+        if self.config.budget.enabled and bar.symbol in self.watchers:
+            self.closes[bar.symbol] = bar.close
         work: dict[str, dict[str, Any]] = {}
         for account in sorted(self.watchers.get(bar.symbol, ())):
             note = self._bar_for(account, bar)
@@ -548,8 +840,12 @@ class SymbolStage(_Level):
         return {"cadence": state.committed}
 
 
-def _preview(ctl: Control) -> bool:
-    return bool(ctl.params.get("preview", False))
+def _carry(item: Item) -> Item | None:
+    """What of a dropped item later levels still need: its flatten and run notes, as an account item."""
+    kept: dict[str, Any] = {key: item.notes[key] for key in ("account", "flatten", "rebalance") if key in item.notes}
+    if "flatten" not in kept and "rebalance" not in kept:
+        return None
+    return Item("account", item.account, None, kept)
 
 
 def _capped_target(target: float, rules: RiskConfig, equity: float, symbol: str) -> float:
@@ -573,6 +869,7 @@ class PortfolioBook:
     quota_used: float = 0.0
     quota_day: int | None = None
     view: AccountView | None = None
+    last_run: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -631,21 +928,26 @@ class PortfolioStage(_Level):
             outputs += self._signal(account, book, item)
         elif item.kind == "control":
             self.stats[f"control_{item.event.command.value.lower()}"] += 1
-            if item.event.command.value == "REBALANCE":
-                outputs += self._rebalance(account, book, item.event)
+        run = item.notes.get("rebalance")
+        if run is not None:
+            outputs += self._rebalance(account, book, run)
         return outputs, []
 
-    def _rebalance(self, account: str, book: PortfolioBook, ctl: Control) -> list[Output]:
-        """A target-weight rebalance run (seed 004) whose orders pass the guards like any other trade."""
+    def _rebalance(self, account: str, book: PortfolioBook, run: dict[str, Any]) -> list[Output]:
+        """A target-weight rebalance run (seed 004) whose orders pass the guards like any other trade.
+
+        `run` is the note of whatever started it: a control, the schedule or a budget trigger. With the
+        budget on, target weights are scaled to fit the regime's gross budget first.
+        """
         policy = self.config.rebalance
-        ts = ctl.ts
+        ts: int = run["ts"]
         holdings: dict[str, Holding] = {}
         for sym in sorted(book.positions):
             position = book.positions[sym]
             qty = position.projected(ts)
             if qty != 0:
                 holdings[sym] = Holding(qty, self._mark(sym, position))
-        raw_targets = ctl.params.get("targets")
+        raw_targets = run.get("targets")
         targets = {str(k): float(v) for k, v in raw_targets.items()} if isinstance(raw_targets, dict) else None
         for sym in sorted((targets or policy.targets).keys()):
             if sym not in holdings and sym in self.market.closes:
@@ -653,9 +955,16 @@ class PortfolioStage(_Level):
         view = book.view
         equity = view.equity if view is not None and view.equity is not None else 0.0
         cash = equity - math.fsum(h.qty * h.price for h in holdings.values())
+        regime = view.regime if view is not None else None
+        weights = targets if targets is not None else dict(policy.targets)
+        if not weights and holdings:
+            weights = {sym: 1.0 / len(holdings) for sym in holdings}  # equal weight, as the plan would
+        scale = bm.target_scale(self.config.budget, regime, weights)
+        if scale < 1:
+            targets = {sym: weight * scale for sym, weight in sorted(weights.items())}
         plan = plan_rebalance(holdings, cash, targets, policy)
-        run_id = stable_id("run", account, ctl.nonce)
-        preview = _preview(ctl)
+        run_id: str = run["run_id"]
+        preview = bool(run.get("preview", False))
         outputs: list[Output] = []
         verdicts: list[dict[str, Any]] = []
         if not preview:
@@ -682,19 +991,33 @@ class PortfolioStage(_Level):
                         )
                 outputs += published
         record = plan.record()
-        run = RebalanceRun(
+        inputs = record["inputs"]
+        if scale < 1:
+            inputs["budget"] = {
+                "regime": regime,
+                "scale": scale,
+                "requested_target_weights": dict(sorted(weights.items())),
+            }
+        if "scheduled_at" in run:
+            inputs["scheduled_at"] = format_ts(run["scheduled_at"])
+        if "triggers" in run:
+            inputs["budget_triggers"] = list(run["triggers"])
+        status = "preview" if preview else "executed"
+        record_run = RebalanceRun(
             run_id=run_id,
             account=account,
             ts=ts,
-            status="preview" if preview else "executed",
-            trigger="control",
+            status=status,
+            trigger=run["trigger"],
             policy=record["policy"],
-            inputs=record["inputs"],
+            inputs=inputs,
             orders=record["orders"],
             summary={**record["summary"], "decisions": verdicts},
         )
+        book.last_run = {"run_id": run_id, "ts": ts, "trigger": run["trigger"], "status": status}
         self.stats["rebalance_runs"] += 1
-        return [Output("rebalance_runs", account, run), *outputs]
+        self.stats[f"rebalance_runs_{run['trigger']}"] += 1
+        return [Output("rebalance_runs", account, record_run), *outputs]
 
     def _view(self, book: PortfolioBook, view: AccountView) -> None:
         if view.day_start != book.quota_day:
@@ -853,6 +1176,7 @@ class PortfolioStage(_Level):
         triggers = self.config.policy.rebalance_triggers
         state = view.trading_state if (view.initialized or equity > 0) else "UNKNOWN"
         weight_cap = _weight_cap(rules, equity)
+        budget_cap = bm.budget_cap(self.config.budget, view.regime, equity)
         return TradeContext(
             origin=origin,
             price=price,
@@ -884,6 +1208,7 @@ class PortfolioStage(_Level):
             group_critical=conc.group[1] * equity if group != "Default" else None,
             gross=exp.gross,
             gross_cap=rules.portfolio.gross_cap,
+            budget_cap=budget_cap,
             net=exp.net,
             net_cap=rules.portfolio.net_cap,
             position_critical=conc.position[1] * equity,
@@ -937,6 +1262,8 @@ class PortfolioStage(_Level):
             book.quota_used += outcome.opening_notional
         facts = ctx.to_facts()
         facts["band"] = list(outcome.band) if outcome.band is not None else None
+        if self.config.budget.enabled and book.view is not None:
+            facts["regime"] = book.view.regime
         if facts_extra:
             facts.update(facts_extra)
         warnings: list[Output] = []

@@ -79,6 +79,7 @@ def _cap_violations(ctx: TradeContext, out: Outcome) -> list[str]:
         ("group_cap", ctx.group_exposure, ctx.group_cap),
         ("group_critical", ctx.group_exposure, ctx.group_critical),
         ("gross_cap", ctx.gross, ctx.gross_cap),
+        ("budget_cap", ctx.gross, ctx.budget_cap),
     )
     for name, exposure, cap in exposure_caps:
         if cap is not None and not _le(exposure + shift, cap):
@@ -115,6 +116,7 @@ CAP_NAMES = (
     "group_cap",
     "group_critical",
     "gross_cap",
+    "budget_cap",
     "net_cap",
     "position_critical",
 )
@@ -190,6 +192,7 @@ def contexts(draw: st.DrawFn, states: tuple[str, ...] = MOSTLY_OPEN, reducing: b
         group_critical=cap("group_critical", other_group + abs(target)),
         gross=other_gross + abs(value),
         gross_cap=cap("gross_cap", other_gross + abs(target)),
+        budget_cap=cap("budget_cap", other_gross + abs(target)),
         net=other_net + value,
         net_cap=cap("net_cap", abs(other_net + target)),
         position_critical=cap("position_critical", abs(target)),

@@ -118,3 +118,80 @@ def test_cluster_map_when_market_demeaned_with_average_linkage_then_sector_like_
     (late,) = [d for d in result.decisions if d.origin.value == "signal"]
     assert late.facts["cluster_exposure"] / late.facts["equity"] < 0.25
     assert late.action.value in ("ALLOW", "CLIP") and late.layer.value != "cluster"
+
+
+# ----------------------------------------------------------------- the risk budget on the 2018 sell-off
+# The benchmark is an equal-weight index of all 505 names (first close = 100), published as bars of "EWI"
+# at the same timestamp as the stocks, so the correlation matrix stays aligned.
+SELL_OFF = 1517864400000  # 2018-02-05T21:00:00Z
+NEXT_DAY = 1517950800000  # 2018-02-06T21:00:00Z
+
+
+def _with_index(data_dir: Path, late_signals: list[tuple[str, float]]) -> TapeBuilder:
+    days = _closes(data_dir)
+    first = next(iter(days.values()))
+    tape = _equal_weight_session(data_dir, late_signals)
+    lines = []
+    for line in tape.lines:
+        value = line["value"]
+        if line["topic"] == "equity" and value["ts"].endswith("T21:00:01Z"):
+            bars = days[value["ts"][:10]]
+            index = 100 * sum(bars[s]["close"] / first[s]["close"] for s in first if s in bars) / len(first)
+            ts = value["ts"][:10] + "T21:00:00Z"
+            bar = {"symbol": "EWI", "ts": ts, "open": index, "high": index, "low": index, "close": index}
+            lines.append({"topic": "bars", "key": "EWI", "value": bar})
+        lines.append(line)
+    tape.lines = lines
+    return tape
+
+
+def _budget_run(data_dir: Path, budget: dict[str, Any], signals: Any = ()) -> TapeResult:
+    config = {
+        "risk": {"clusters": {"cap_pct": None}},
+        "accounts": {"ew": {"profile": "standard", "initial_balance": BOOK}},
+        "budget": {"enabled": True, "benchmark": "EWI", **budget},
+    }
+    return _with_index(data_dir, list(signals)).run(config)
+
+
+def test_regime_classifier_when_5_feb_2018_sell_off_then_bear_and_budget_cap_denies_adding(shared: Path) -> None:
+    result = _budget_run(shared, {}, signals=[("AAPL", 5_000.0)])
+
+    regimes = [(e.ts, e.details["previous"], e.details["regime"]) for e in result.events if e.kind == "market_regime"]
+    assert [(p, r) for _, p, r in regimes] == [(None, "bull"), ("bull", "bear")]
+    assert [ts for ts, _, _ in regimes] == [1516222800000, SELL_OFF]  # 17 Jan (10th return), 5 Feb
+    reading = next(e.details for e in result.events if e.kind == "market_regime" and e.details["regime"] == "bear")
+    assert round(reading["drawdown"], 3) == 0.076  # 97.48 against the 26 Jan high of 105.55
+    assert round(reading["vol"], 3) == 0.177  # 20 daily returns, annualized
+    (change,) = [
+        e for e in result.events if e.kind == "budget_recommendation" and e.details["trigger"] == "regime_change"
+    ]
+    assert (change.account, change.ts, change.details["source"]) == ("ew", SELL_OFF, "classifier")
+    # 6 Feb: the equal-weight book (about 99 % invested) is far over the bear budget, 20 % of equity.
+    (late,) = [d for d in result.decisions if d.origin.value == "signal"]
+    assert (late.action.value, late.layer.value, late.reason) == ("DENY", "portfolio", "budget_cap")
+    assert late.facts["regime"] == "bear"
+    assert late.facts["budget_cap"] == pytest.approx(0.2 * late.facts["equity"])
+
+
+def test_regime_classifier_when_crisis_drawdown_is_7_pct_then_crisis_on_5_feb(shared: Path) -> None:
+    result = _budget_run(shared, {"classifier": {"crisis_drawdown": 0.07}})
+
+    regimes = [(e.ts, e.details["regime"]) for e in result.events if e.kind == "market_regime"]
+    # Drawdown 7.6 % on 5 Feb; the 6 Feb rebound (+1.3 %) brings it back to 6.4 %: bear again.
+    assert regimes[1:] == [(SELL_OFF, "crisis"), (NEXT_DAY, "bear")]
+
+
+def test_budget_triggers_when_sell_off_then_vol_breach_and_correlation_spike_once_each(shared: Path) -> None:
+    result = _budget_run(shared, {"rebalancing_triggers": {"correlation_spike": 0.35, "drift_threshold": 1.0}})
+
+    recommendations = [e for e in result.events if e.kind == "budget_recommendation"]
+    by_trigger = {e.details["trigger"]: e for e in recommendations}
+    assert sorted(e.details["trigger"] for e in recommendations) == ["correlation_spike", "regime_change", "vol_breach"]
+    # The 5 Feb close enters the equity vol at the next day's roll: 17.7 % against 1.5 x 8 % (bear) = 12 %.
+    vol = by_trigger["vol_breach"]
+    assert vol.ts == NEXT_DAY and round(vol.details["observed"], 3) == 0.177
+    assert vol.details["threshold"] == pytest.approx(0.12)
+    # Mean |rho| of 505 names jumps from 0.29 to 0.41 when the 5 Feb returns complete (first bar of 6 Feb).
+    spike = by_trigger["correlation_spike"]
+    assert spike.ts == NEXT_DAY and round(spike.details["observed"], 2) == 0.41
