@@ -3,6 +3,9 @@
 `publish --ordered` makes the pipeline consume a tape in file order: every message carries an
 `rg-seq` header, and before the first line of a different topic the publisher waits until the
 sequencer has passed every earlier line (it watches the sequenced log and the dead letters).
+
+Every client made here authenticates and encrypts as `streams.security` reads from the environment
+(RISKGUARD_KAFKA_SECURITY_PROTOCOL, _USERNAME, _PASSWORD, _CA_FILE, ...), or as the `security` given.
 """
 
 from __future__ import annotations
@@ -16,7 +19,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from streams.security import KafkaSecurity
 from streams.topology import SEQ_HEADER, Topics
+
+
+def _auth(security: KafkaSecurity | None) -> dict[str, Any]:
+    return (security or KafkaSecurity.from_env()).aiokafka_kwargs()
 
 
 class PublishError(RuntimeError):
@@ -89,13 +97,17 @@ async def publish(
     rate: float | None = None,
     timeout: float = 120.0,
     on_line: Callable[[int], None] | None = None,
+    security: KafkaSecurity | None = None,
 ) -> dict[str, int]:
     """Produce a tape's envelopes to their Kafka topics; returns counts per logical topic."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all", enable_idempotence=True)
+    auth = _auth(security)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all", enable_idempotence=True, **auth)
     await producer.start()
     progress: _Progress | None = None
     if ordered:
-        watch = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="latest")
+        watch = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="latest", **auth
+        )
         await watch.start()
         parts = []
         for name in ("sequenced", "deadletter"):
@@ -158,6 +170,7 @@ async def record(
     sink: IO[bytes],
     idle: float = 5.0,
     limit_s: float = 600.0,
+    security: KafkaSecurity | None = None,
 ) -> dict[str, int]:
     """Consume topics from the beginning (read_committed) until idle; write a tape of envelopes."""
     consumer = AIOKafkaConsumer(
@@ -165,6 +178,7 @@ async def record(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
+        **_auth(security),
     )
     await consumer.start()
     counts: dict[str, int] = {}
@@ -202,11 +216,13 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return set()
 
 
-async def ensure_topics(topics: Topics, bootstrap: str, partitions: int) -> list[str]:
+async def ensure_topics(
+    topics: Topics, bootstrap: str, partitions: int, security: KafkaSecurity | None = None
+) -> list[str]:
     """Create the input and output topics that do not exist yet (bars: one partition, the market clock)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **_auth(security))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -234,15 +250,21 @@ async def ensure_topics(topics: Topics, bootstrap: str, partitions: int) -> list
 
 
 async def wait_drained(
-    topics: Topics, bootstrap: str, app_id: str, timeout: float = 180.0, settle: float = 1.5
+    topics: Topics,
+    bootstrap: str,
+    app_id: str,
+    timeout: float = 180.0,
+    settle: float = 1.5,
+    security: KafkaSecurity | None = None,
 ) -> bool:
     """Wait until the app's consumer group has committed every input and internal topic to its end."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     names = [topics.name(n) for n in ("bars", "fills", "signals", "equity", "control")]
     names += [topics.name(n) for n in ("sequenced", "level2", "level1", "level3")]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    auth = _auth(security)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **auth)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **auth)
     await admin.start()
     await consumer.start()
     try:
