@@ -1,21 +1,35 @@
-"""The Faust app: a sequencer and one table-backed agent per guard level over Kafka (SPEC §1, §2, §7, §8).
+"""The Faust app: a sequencer and one table-backed agent per guard level (SPEC §1, §2, §7, §8).
 
     inputs ──► sequencer ──► risk.sequenced ──► level2 (market) ──► risk.level2 ──► level1 (account)
            ──► risk.level1 ──► level3 (symbol) ──► risk.level3 ──► level4 (portfolio) ──► outputs
 
-Each level agent is the same thin shell (`_level_agent`): decode the item, load the level's state
-for the keys it touches from its own Table (RocksDB by default), call the level's stage from
-`streams.core.stages` — the code `riskguard replay` runs — store the touched keys, skip offsets it
-has already applied (effectively-once), and send the items on to the next level in the same
-partition. Bars go to every partition, so each partition's log is a complete, replayable sequence.
+Each level agent is the same thin shell (`_level_agent`) over the level's stage in
+`streams.core.stages` — the code `riskguard replay` runs. It takes the messages its stream has
+ready (up to `batch_max`, waiting at most `batch_window_ms`), and for each partition: applies the
+items in log order, stores the touched keys once in its Table (RocksDB by default), records the last
+offset applied, and forwards everything the batch produced as packets (`streams.topology`) to the
+same partition of the next level. Bars go to every partition, so each partition's log is a
+complete, replayable sequence.
+
+Effectively-once, by design rather than by Faust's transactions:
+- every stored value carries the offset of the batch that wrote it and the value it replaced, and
+  `#applied` is written last: a changelog cut inside a batch restores to the state before it;
+- a redelivered offset at or below `#applied` is skipped;
+- after an unclean stop (no clean-stop marker) the local RocksDB files are dropped and the tables
+  are rebuilt from their changelogs, a consistent prefix, instead of trusting local files that may
+  be ahead of (or, after Faust's changelog catch-up, mixed with) what Kafka holds.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import struct
 import time
+import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,25 +37,33 @@ from typing import Any
 import faust
 import orjson
 import structlog
+from aiokafka.partitioner import murmur2
+from faust.streams import _current_event
+from prometheus_client import CollectorRegistry
 
 from schemas.config import Config
-from schemas.outputs import DeadLetterSource
+from schemas.outputs import DeadLetterSource, Decision
+from streams import security
 from streams.core.snapshot import DUMPERS, LOADERS, PARTITION_KEY
-from streams.core.stages import AccountStage, Item, MarketStage, PortfolioStage, SymbolStage, item_for
+from streams.core.stages import AccountStage, Item, MarketStage, Output, PortfolioStage, SymbolStage, item_for
+from streams.logs import log_output
+from streams.metrics import Metrics, faust_lags, install_faust_sensor
 from streams.tape import BadMessage, SecurityRefusal, decode_value, load_json, security_event
 from streams.tape import dead_letter as make_dead_letter
-from streams.topology import Topics, decode_item, encode_item
+from streams.topology import SEQ_HEADER, Topics, decode_packet, encode_packets
 
 log = structlog.get_logger("riskguard.worker")
 
 LEVELS = ("market", "account", "symbol", "portfolio")
 _SOURCES = {"market": "sequenced", "account": "level2", "symbol": "level1", "portfolio": "level3"}
 _SINKS = {"market": "level2", "account": "level1", "symbol": "level3", "portfolio": None}
+T0_HEADER = "rg-t0"  # wall-clock ms of the oldest input in a packet: decision latency only, never decisions
+APPLIED = "#applied"
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """How the worker connects and stores state; every field has an environment override."""
+    """How the worker connects, batches and stores state; every field has an environment override."""
 
     bootstrap: str = "127.0.0.1:9092"
     app_id: str = "riskguard"
@@ -52,6 +74,8 @@ class WorkerSettings:
     web_host: str = "127.0.0.1"
     web_bind: str = "127.0.0.1"
     datadir: str = ".cache/worker"
+    batch_max: int = 2000
+    batch_window_ms: float = 5.0
 
     @classmethod
     def from_config(cls, config: Config, **overrides: Any) -> WorkerSettings:
@@ -66,6 +90,8 @@ class WorkerSettings:
             "web_host": env.get("RISKGUARD_WEB_HOST", "127.0.0.1"),
             "web_bind": env.get("RISKGUARD_WEB_BIND", "127.0.0.1"),
             "datadir": env.get("RISKGUARD_DATADIR", ".cache/worker"),
+            "batch_max": int(env.get("RISKGUARD_BATCH_MAX", "2000")),
+            "batch_window_ms": float(env.get("RISKGUARD_BATCH_WINDOW_MS", "5.0")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -86,6 +112,11 @@ def control_checker(config: Config) -> Callable[[dict[str, Any]], str | None]:
     return partial(check_signature, key=control_key(), required=config.control.require_signature)
 
 
+def partition_for(account: str, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2 of the key), so keyed tools agree with the sequencer."""
+    return (murmur2(account.encode()) & 0x7FFFFFFF) % partitions
+
+
 def _new_stage(level: str, config: Config, partition: int) -> Any:
     if level == "market":
         return MarketStage(config, partition)
@@ -98,9 +129,11 @@ def _touched(level: str, item: Item, forwarded: list[Item]) -> set[str]:
     if item.account is not None:
         keys.add(item.account)
     if level == "account":
-        keys.update(i.account for i in forwarded if i.kind == "account" and i.account is not None)
+        keys.update(i.account for i in forwarded if i.kind in ("account", "control") and i.account is not None)
     elif level in ("symbol", "portfolio") and item.kind == "bar":
         keys.update(item.notes.get("accounts", {}))
+    elif level in ("symbol", "portfolio") and item.kind == "control":
+        keys.update(i.account for i in forwarded if i.account is not None)
     return keys
 
 
@@ -111,15 +144,95 @@ def _watchers(stage: Any, item: Item) -> set[str]:
     return set()
 
 
-def build_app(config: Config, settings: WorkerSettings) -> faust.App:
+_FRAME = struct.Struct(">qI")  # the batch offset, the length of the current value
+
+
+def stored(at: int, cur: bytes, previous: bytes | None) -> bytes:
+    """A table value: the JSON state after batch `at`, then the committed JSON value it replaces (or nothing).
+
+    Framed rather than nested JSON, so that keeping the replaced value costs a slice, not a parse.
+    """
+    prev = b""
+    if previous is not None:
+        _, size = _FRAME.unpack_from(previous)
+        prev = previous[_FRAME.size : _FRAME.size + size]
+    return _FRAME.pack(at, len(cur)) + cur + prev
+
+
+def restore(values: Iterable[tuple[str, bytes]]) -> tuple[int, dict[str, Any]]:
+    """A partition's applied offset and the state of each key as of that offset.
+
+    A value written by a batch beyond `#applied` (a changelog cut inside that batch) stands for the
+    value it replaced; a key that batch created does not exist yet.
+    """
+    frames: dict[str, tuple[int, bytes, bytes]] = {}
+    for key, raw in values:
+        at, size = _FRAME.unpack_from(raw)
+        body = raw[_FRAME.size :]
+        frames[key] = (at, body[:size], body[size:])
+    applied = frames.pop(APPLIED, (-1, b"", b""))[0]
+    state: dict[str, Any] = {}
+    for key, (at, cur, prev) in frames.items():
+        value = cur if at <= applied else prev
+        if value:
+            state[key] = orjson.loads(value)
+    return applied, state
+
+
+async def batches(stream: Any, limit: int) -> AsyncIterator[list[Any]]:
+    """The events a stream has ready, up to `limit`, as one batch; acked only once the batch is handled.
+
+    No waiting for a batch to fill: an event that arrives alone is handled alone (latency); under load
+    the queue is never empty and batches grow (throughput).
+    """
+    manual = stream.noack()
+    channel = stream.channel
+    batch: list[Any] = []
+    async for event in manual.events():
+        batch.append(event)
+        if len(batch) < limit and not channel.empty():
+            continue
+        yield batch
+        for done in batch:
+            await manual.ack(done)
+        batch = []
+
+
+class CleanStop:
+    """The marker of a worker that stopped cleanly; without it, local table files are not trusted."""
+
+    def __init__(self, appdir: Path) -> None:
+        self.appdir = appdir
+        self.marker = appdir / "RUNNING"
+
+    def arm(self, tabledir: Path) -> bool:
+        """Drop local tables after an unclean stop (they recover from the changelogs); returns True if dropped."""
+        self.appdir.mkdir(parents=True, exist_ok=True)
+        dropped = False
+        if self.marker.exists() and tabledir.exists():
+            shutil.rmtree(tabledir)
+            dropped = True
+        self.marker.write_text(str(os.getpid()), encoding="utf-8")
+        atexit.register(self.disarm)
+        return dropped
+
+    def disarm(self) -> None:
+        if self.marker.exists() and self.marker.read_text(encoding="utf-8") == str(os.getpid()):
+            self.marker.unlink()
+
+
+def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None = None) -> faust.App:
     """The Faust app with its topics, tables, the sequencer and the four level agents."""
     topics = Topics.from_settings(config.kafka)
-    Path(settings.datadir).mkdir(parents=True, exist_ok=True)
+    appdir = Path(settings.datadir) / settings.app_id
+    metrics = metrics if metrics is not None else Metrics(CollectorRegistry())
+    appdir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap}",
+        broker_credentials=security.faust_credentials(),
         store=settings.store,
-        datadir=str(Path(settings.datadir) / settings.app_id),
+        datadir=str(appdir),
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         processing_guarantee=settings.processing_guarantee,
@@ -130,10 +243,15 @@ def build_app(config: Config, settings: WorkerSettings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         producer_linger_ms=1,
-        broker_commit_every=500,
+        producer_max_request_size=4 * 1024 * 1024,
+        broker_commit_every=2000,
         broker_commit_interval=0.5,
         table_standby_replicas=0,
+        stream_buffer_maxsize=8192,
     )
+    if settings.store.startswith("rocksdb") and CleanStop(appdir).arm(Path(app.conf.tabledir)):
+        log.warning("unclean_stop_local_tables_dropped", tabledir=str(app.conf.tabledir))
+    install_faust_sensor(app, metrics.registry)
     n = settings.partitions
 
     def topic(logical: str, partitions: int | None = None) -> faust.TopicT:
@@ -155,8 +273,18 @@ def build_app(config: Config, settings: WorkerSettings) -> faust.App:
     sequencer_stats: Counter[str] = Counter()
     control_check = control_checker(config)
 
+    async def send_output(output: Output) -> None:
+        await outputs[output.topic].send(
+            key=output.key.encode() if output.key is not None else None,
+            value=orjson.dumps(output.value.model_dump(mode="json")),
+            force=True,
+        )
+        metrics.observe(output)
+        log_output(log, output)
+
     async def dead_letter(event: Any, logical: str, error: str) -> None:
         sequencer_stats["dead_letters"] += 1
+        metrics.dead_letter(logical)
         raw = event.value if isinstance(event.value, bytes) else b""
         key = event.key.decode(errors="replace") if isinstance(event.key, bytes) else None
         source = DeadLetterSource(
@@ -165,13 +293,25 @@ def build_app(config: Config, settings: WorkerSettings) -> faust.App:
         when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"  # the one wall-clock field (SPEC §4)
         letter = make_dead_letter(source, key, raw, f"{logical}: {error}", when)
         await outputs["deadletter"].send(
-            key=event.key, value=orjson.dumps(letter.value.model_dump(mode="json")), headers=event.headers, force=True
+            key=event.key,
+            value=orjson.dumps(letter.value.model_dump(mode="json")),
+            headers=list(event.message.headers or ()),
+            force=True,
         )
         log.warning("dead_letter", topic=event.message.topic, offset=event.message.offset, error=error)
 
-    @app.agent(app.topic(*inputs_names(inputs, topics), key_serializer="raw", value_serializer="raw"), name="sequencer")
-    async def sequencer(stream: Any) -> None:
-        async for event in stream.events():
+    async def sequence(events: list[Any]) -> None:
+        packets: dict[int, list[Item]] = {}
+        headers: dict[int, list[tuple[str, bytes]]] = {}
+        oldest: dict[int, int] = {}
+
+        def add(partition: int, item: Item, event: Any) -> None:
+            packets.setdefault(partition, []).append(item)
+            headers.setdefault(partition, []).extend(h for h in event.message.headers or () if h[0] == SEQ_HEADER)
+            stamp = int(event.message.timestamp or 0)
+            oldest[partition] = min(oldest.get(partition, stamp), stamp)
+
+        for event in events:
             logical = by_kafka_name.get(event.message.topic, "?")
             raw = event.value if isinstance(event.value, bytes) else b""
             try:
@@ -183,31 +323,49 @@ def build_app(config: Config, settings: WorkerSettings) -> faust.App:
                 if isinstance(exc, SecurityRefusal):
                     clock = int(time.time() * 1000)
                     warning = security_event(value if isinstance(value, dict) else {}, str(exc), clock)
-                    await outputs["events"].send(
-                        key=warning.key.encode() if warning.key else None,
-                        value=orjson.dumps(warning.value.model_dump(mode="json")),
-                        force=True,
-                    )
+                    await send_output(Output("events", warning.key, warning.value))
                 continue
             sequencer_stats[f"{logical}_in"] += 1
             item = item_for(logical, model)
-            payload = encode_item(item)
             if item.account is None:
                 for partition in range(n):
-                    await internal["sequenced"].send(
-                        key=None, value=payload, partition=partition, headers=event.headers, force=True
-                    )
+                    add(partition, item, event)
             else:
+                add(partition_for(item.account, n), item, event)
+        for partition in sorted(packets):
+            for packet in encode_packets(packets[partition]):
                 await internal["sequenced"].send(
-                    key=item.account.encode(), value=payload, headers=event.headers, force=True
+                    key=None,
+                    value=packet,
+                    partition=partition,
+                    headers=[*headers[partition], (T0_HEADER, str(oldest[partition]).encode())],
+                    force=True,
                 )
+                headers[partition] = []  # sequence numbers travel once, on the first packet
 
-    registry: dict[str, dict[int, Any]] = {}
+    @app.agent(app.topic(*inputs_names(inputs, topics), key_serializer="raw", value_serializer="raw"), name="sequencer")
+    async def sequencer(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_window_ms / 1000.0):
+            await sequence(events)
+
+    registry: dict[str, Callable[[int], Any]] = {}
     for level in LEVELS:
         registry[level] = _level_agent(
-            app, config, level, internal[_SOURCES[level]], internal.get(_SINKS[level] or ""), outputs
+            app,
+            config,
+            level,
+            internal[_SOURCES[level]],
+            internal.get(_SINKS[level] or ""),
+            send_output,
+            metrics,
+            settings,
         )
-    _register_web(app, registry, sequencer_stats)
+
+    @app.timer(interval=5.0)
+    async def consumer_lag() -> None:
+        metrics.replace_lags(faust_lags(app))
+
+    _register_web(app, config, registry, sequencer_stats, metrics, inputs["control"], n)
     return app
 
 
@@ -221,8 +379,10 @@ def _level_agent(
     level: str,
     source: faust.TopicT,
     sink: faust.TopicT | None,
-    outputs: dict[str, faust.TopicT],
-) -> dict[int, Any]:
+    send_output: Callable[[Output], Any],
+    metrics: Metrics,
+    settings: WorkerSettings,
+) -> Callable[[int], Any]:
     table = app.Table(f"level-{level}", default=None, key_type=str, value_type=bytes)
     stages: dict[int, Any] = {}
     applied: dict[int, int] = {}
@@ -234,14 +394,15 @@ def _level_agent(
         if stage is None:
             stage = _new_stage(level, config, partition)
             prefix = f"{partition}/"
+            mine = []
             for raw_key, value in table.items():
                 key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
                 if key.startswith(prefix) and value is not None:
-                    name = key[len(prefix) :]
-                    if name == "#applied":
-                        applied[partition] = int(value)
-                    else:
-                        load(stage, name, orjson.loads(value))
+                    mine.append((key[len(prefix) :], value))
+            offset, state = restore(mine)
+            for name in sorted(state):
+                load(stage, name, state[name])
+            applied[partition] = offset
             stages[partition] = stage
         return stage
 
@@ -251,58 +412,133 @@ def _level_agent(
 
     app.on_partitions_revoked.connect(on_revoked)
 
-    async def agent(stream: Any) -> None:
-        async for event in stream.events():
-            partition, offset = event.message.partition, event.message.offset
-            stage = stage_for(partition)
+    def store(partition: int, last_event: Any, stage: Any, keys: set[str], offset: int) -> None:
+        _current_event.set(weakref.ref(last_event))  # Faust picks the store and changelog partition from it
+        snapshot = dump(stage) if level == "market" else dump(stage, keys)
+        prefix = f"{partition}/"
+        for key in sorted(snapshot):
+            table[prefix + key] = stored(offset, orjson.dumps(snapshot[key]), table.get(prefix + key))
+        table[prefix + APPLIED] = stored(offset, b"", None)
+        applied[partition] = offset
+
+    async def handle(partition: int, events: list[Any]) -> None:
+        stage = stage_for(partition)
+        keys: set[str] = set()
+        results: list[Output] = []
+        forwarded: list[Item] = []
+        last = None
+        oldest = None
+        before = Counter(stage.stats)
+        for event in events:
+            offset = event.message.offset
             if offset <= applied.get(partition, -1):
-                continue  # redelivered after a crash or rebalance: already applied
-            item = decode_item(event.value)
-            results, forwarded = stage.process(item)
-            prefix = f"{partition}/"
-            keys = _touched(level, item, forwarded) | _watchers(stage, item)
-            if level == "market":
-                snapshot = dump(stage)
-            else:
-                snapshot = dump(stage, keys)
-            for key, value in snapshot.items():
-                table[prefix + key] = orjson.dumps(value)
-            table[prefix + "#applied"] = str(offset).encode()
-            applied[partition] = offset
-            for output in results:
-                await outputs[output.topic].send(
-                    key=output.key.encode() if output.key is not None else None,
-                    value=orjson.dumps(output.value.model_dump(mode="json")),
-                    force=True,
-                )
-            if sink is not None:
-                for nxt in forwarded:
-                    await sink.send(
-                        key=nxt.account.encode() if nxt.account is not None else None,
-                        value=encode_item(nxt),
-                        partition=partition,
-                        headers=event.headers,
-                        force=True,
-                    )
+                metrics.duplicate(level)  # redelivered after a crash or rebalance: already applied
+                continue
+            for item in decode_packet(event.value):
+                out, nxt = stage.process(item)
+                keys |= _touched(level, item, nxt) | _watchers(stage, item)
+                results += out
+                forwarded += nxt
+            last = event
+            for name, value in event.message.headers or ():
+                if name == T0_HEADER:
+                    stamp = int(value)
+                    oldest = stamp if oldest is None else min(oldest, stamp)
+        if last is None:
+            return
+        metrics.stage_counts(level, Counter(stage.stats) - before)
+        store(partition, last, stage, keys, last.message.offset)
+        for output in results:
+            await send_output(output)
+            if oldest and isinstance(output.value, Decision):
+                metrics.latency(max(time.time() - oldest / 1000.0, 0.0))
+        if sink is not None and forwarded:
+            t0 = [(T0_HEADER, str(oldest).encode())] if oldest else []
+            for packet in encode_packets(forwarded):
+                await sink.send(key=None, value=packet, partition=partition, headers=t0, force=True)
+
+    async def agent(stream: Any) -> None:
+        async for events in batches(stream, settings.batch_max):
+            by_partition: dict[int, list[Any]] = {}
+            for event in events:
+                by_partition.setdefault(event.message.partition, []).append(event)
+            for partition in sorted(by_partition):
+                await handle(partition, by_partition[partition])
 
     app.agent(source, name=f"level-{level}")(agent)
-    return stages
+    return stage_for
 
 
-def _register_web(app: faust.App, registry: dict[str, dict[int, Any]], sequencer_stats: Counter[str]) -> None:
+def _register_web(
+    app: faust.App,
+    config: Config,
+    registry: dict[str, Callable[[int], Any]],
+    sequencer_stats: Counter[str],
+    metrics: Metrics,
+    control_topic: faust.TopicT,
+    partitions: int,
+) -> None:
+    """/health, /metrics, the state and budget views of SPEC §9 and the signed POST /rebalance/{id}.
+
+    A worker answers for the accounts on the partitions it holds; for another partition it says which
+    (404), so a router or the operator can ask the worker that holds it.
+    """
+    from faust.web import View
+
+    from streams import views
+
+    def held(account: str) -> tuple[int, bool]:
+        partition = partition_for(account, partitions)
+        mine = {tp.partition for tp in app.consumer.assignment() if tp.topic.endswith("risk.level3")}
+        return partition, partition in mine
+
+    def answer(web: Any, name: str, account: str) -> Any:
+        partition, mine = held(account)
+        if not mine:
+            return web.json({"error": "partition not held by this worker", "partition": partition}, status=404)
+        levels = {level: registry[level](partition) for level in LEVELS}
+        data = views.VIEWS[name](levels, account)
+        if data is None:
+            return web.json({"error": f"unknown account {account!r}", "partition": partition}, status=404)
+        return web.json(data)
+
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         return web.json({"status": "ok", "app": app.conf.id})
 
+    @app.page("/accounts/{account}/state")
+    async def account_state(web: Any, request: Any, account: str) -> Any:
+        return answer(web, "state", account)
+
+    @app.page("/budget/{account}")
+    async def budget(web: Any, request: Any, account: str) -> Any:
+        return answer(web, "budget", account)
+
+    @app.page("/budget/{account}/utilization")
+    async def utilization(web: Any, request: Any, account: str) -> Any:
+        return answer(web, "utilization", account)
+
+    @app.page("/budget/{account}/recommendations")
+    async def recommendations(web: Any, request: Any, account: str) -> Any:
+        return answer(web, "recommendations", account)
+
+    @app.page("/rebalance/{account}")
+    class Rebalance(View):  # type: ignore[misc]
+        async def post(self, request: Any, account: str) -> Any:
+            body = await request.read()
+            verdict = views.rebalance_request(body, account, control_key(), required=config.control.require_signature)
+            if isinstance(verdict, str):
+                status = 403 if verdict.startswith("security") else 400
+                log.warning("rebalance_request_refused", account=account, status=status, error=verdict)
+                return self.json({"error": verdict}, status=status)
+            await control_topic.send(key=account.encode(), value=body, force=True)
+            return self.json({"accepted": True, "account": account, "nonce": verdict.nonce}, status=202)
+
     @app.page("/metrics")
-    async def metrics(web: Any, request: Any) -> Any:
-        lines = ["# TYPE riskguard_level_events_total counter"]
-        for level, stages in registry.items():
-            total: Counter[str] = Counter()
-            for stage in stages.values():
-                total.update(stage.stats)
-            for name, value in sorted(total.items()):
-                lines.append(f'riskguard_level_events_total{{level="{level}",name="{name}"}} {value}')
+    async def metrics_page(web: Any, request: Any) -> Any:
+        body, content_type = metrics.render()
+        lines = ["# TYPE riskguard_sequencer_messages_total counter"]
         for name, value in sorted(sequencer_stats.items()):
-            lines.append(f'riskguard_level_events_total{{level="sequencer",name="{name}"}} {value}')
-        return web.text("\n".join(lines) + "\n", content_type="text/plain")
+            lines.append(f'riskguard_sequencer_messages_total{{name="{name}"}} {value}')
+        text = body + ("\n".join(lines) + "\n").encode()
+        return web.bytes(text, headers={"Content-Type": content_type})

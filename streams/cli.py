@@ -159,6 +159,38 @@ def verify(
 
 
 @app.command()
+def state(
+    tape: Annotated[str, typer.Argument(help="Input tape (JSON Lines), or - for stdin.")],
+    account: Annotated[str, typer.Option("--account", "-a", help="The account to show.")],
+    config: ConfigOpt = None,
+    view: Annotated[
+        str, typer.Option("--view", help="state | budget | utilization | recommendations (the web views).")
+    ] = "state",
+) -> None:
+    """Replay a tape and print one account's view as JSON: the replay counterpart of the web views."""
+    import io
+
+    from streams.app import control_key
+    from streams.core.engine import Engine
+    from streams.tape import replay as run
+    from streams.views import VIEWS
+
+    if view not in VIEWS:
+        err.print(f"[bold red]unknown view {view!r}[/]: one of {', '.join(VIEWS)}")
+        raise typer.Exit(2)
+    cfg = _config(config)
+    engine = Engine(cfg, control_key=control_key())
+    with _open_in(tape) as source:
+        run(engine, source, io.BytesIO())
+    answer = VIEWS[view](engine, account)
+    if answer is None:
+        err.print(f"[bold red]unknown account {account!r}[/]: the tape never mentions it")
+        raise typer.Exit(1)
+    sys.stdout.buffer.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+@app.command()
 def gen(
     out: Annotated[str, typer.Option("--out", "-o", help="Output tape, or - for stdout.")] = "-",
     symbols: Annotated[int, typer.Option(min=1)] = 500,
@@ -242,21 +274,14 @@ def worker(
     datadir: Annotated[str | None, typer.Option(help="Where RocksDB tables live.")] = None,
 ) -> None:
     """Run the Faust worker: the sequencer and one table-backed agent per guard level."""
-    import logging
+    import os
 
     import faust
-    import structlog
 
     from streams.app import WorkerSettings, build_app
+    from streams.logs import configure_logging
 
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-    )
+    configure_logging(os.environ.get("RISKGUARD_LOG_LEVEL", "INFO"))
     cfg = _config(config)
     settings = WorkerSettings.from_config(
         cfg, store=store, web_port=web_port, processing_guarantee=guarantee, datadir=datadir
@@ -269,7 +294,9 @@ def worker(
     asyncio.run(ensure_topics(Topics.from_settings(cfg.kafka), settings.bootstrap, settings.partitions))
     faust_app = build_app(cfg, settings)
     err.print(f"worker {settings.app_id} on {settings.bootstrap}, store {settings.store}, web :{settings.web_port}")
-    faust.Worker(faust_app, loglevel="warning", quiet=True).execute_from_commandline()
+    faust.Worker(
+        faust_app, loglevel="warning", quiet=True, override_logging=False, redirect_stdouts=False
+    ).execute_from_commandline()
 
 
 def _bootstrap(cfg: Config) -> str:
@@ -361,15 +388,36 @@ def _broker(port: int) -> Any:
 
 
 @kafka_app.command("up")
-def kafka_up(port: PortOpt = 9092) -> None:
+def kafka_up(
+    port: PortOpt = 9092,
+    sasl: Annotated[
+        bool,
+        typer.Option(
+            "--sasl",
+            help="Client listener SASL_PLAINTEXT with SCRAM-SHA-512 for the user RISKGUARD_KAFKA_USERNAME / "
+            "RISKGUARD_KAFKA_PASSWORD (created when the storage is formatted).",
+        ),
+    ] = False,
+    tls_port: Annotated[
+        int | None,
+        typer.Option("--tls-port", help="With --sasl: also a SASL_SSL listener on this port (self-signed cert)."),
+    ] = None,
+) -> None:
     """Fetch the jars (once), format storage (once), start the broker and wait until it answers."""
+    from dataclasses import replace
+
+    from rich.markup import escape
+
     from streams.broker import BrokerError, up
 
+    broker = replace(_broker(port), sasl=sasl, tls_port=tls_port)
     try:
-        err.print(f"kafka: {up(_broker(port))}")
+        err.print(f"kafka: {up(broker)}")
     except BrokerError as exc:
-        err.print(f"[bold red]kafka: {exc}[/]")
+        err.print(f"[bold red]kafka: {escape(str(exc))}[/]", highlight=False)
         raise typer.Exit(1) from None
+    if tls_port is not None:
+        err.print(f"kafka: SASL_SSL clients trust {broker.ca_file} (RISKGUARD_KAFKA_CA_FILE)", highlight=False)
 
 
 @kafka_app.command("down")

@@ -8,6 +8,7 @@ Partition-wide items (bars, cluster maps) are copied to every partition.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,9 +69,44 @@ def encode_item(item: Item) -> bytes:
 
 def decode_item(raw: bytes) -> Item:
     """Rebuild an item written by `encode_item` (the event is validated again)."""
-    data: dict[str, Any] = orjson.loads(raw)
+    return _item(orjson.loads(raw))
+
+
+def _item(data: dict[str, Any]) -> Item:
     kind = data["kind"]
     event = data["event"]
     if event is not None:
         event = INPUT_MODELS[_EVENT_TOPIC[kind]].model_validate(event)
     return Item(kind, data["account"], event, data["notes"])
+
+
+PACKET_BYTES = 512 * 1024  # well under the producer's request size and the broker's 4 MiB message limit
+
+
+def encode_packets(items: Sequence[Item], limit: int = PACKET_BYTES) -> list[bytes]:
+    """Consecutive items of one partition as few messages as fit `limit` bytes each: `{"items": [...]}`.
+
+    A packet is only framing: its items are read back in order, one by one, exactly as if each had
+    been a message of its own, so the partition's log is the same sequence either way.
+    """
+    packets: list[bytes] = []
+    parts: list[bytes] = []
+    size = 0
+    for item in items:
+        raw = encode_item(item)
+        if parts and size + len(raw) > limit:
+            packets.append(b'{"items":[' + b",".join(parts) + b"]}")
+            parts, size = [], 0
+        parts.append(raw)
+        size += len(raw) + 1
+    if parts:
+        packets.append(b'{"items":[' + b",".join(parts) + b"]}")
+    return packets
+
+
+def decode_packet(raw: bytes) -> list[Item]:
+    """The items of a packet (or of a single-item message, the older framing)."""
+    data: dict[str, Any] = orjson.loads(raw)
+    if "items" in data:
+        return [_item(entry) for entry in data["items"]]
+    return [_item(data)]

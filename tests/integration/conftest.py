@@ -10,7 +10,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -54,6 +54,7 @@ class Deployment:
     config: Path
     app_id: str
     workdir: Path
+    ports: dict[str, int] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         return {
@@ -76,6 +77,7 @@ class Deployment:
 
     def start_worker(self, name: str, store: str = "rocksdb://") -> subprocess.Popen[bytes]:
         port = free_port()
+        self.ports[name] = port
         log = (self.workdir / f"{name}.log").open("wb")
         process = subprocess.Popen(
             [
