@@ -100,8 +100,8 @@ TOPIC_INFO: dict[str, TopicInfo] = {
     ),
     SEQUENCED: TopicInfo(
         "Sequenced log (internal)",
-        "account id",
-        "null for bars and `*` controls, which are copied to every partition",
+        "none: each packet goes to an explicit partition, murmur2(account) like Kafka's default partitioner",
+        "null; bars and `*` controls are copied into every partition's packet",
         True,
         "the riskguard sequencer",
         "the riskguard level agents (level-market first); record it to check replay parity",
@@ -296,9 +296,9 @@ def _examples(topics: Topics) -> dict[str, tuple[str, str, str | None, dict[str,
         ),
         SEQUENCED: (
             "sequenced-signal",
-            "The NVDA signal as the sequencer writes it to the ordered log",
-            "acct-001",
-            {"kind": "signal", "account": "acct-001", "event": signal_event, "notes": {}},
+            "The NVDA signal as the sequencer writes it to the ordered log (a packet of one item)",
+            None,
+            {"items": [{"kind": "signal", "account": "acct-001", "event": signal_event, "notes": {}}]},
         ),
         "decisions": (
             "nvda-clip",
@@ -428,7 +428,7 @@ def _examples(topics: Topics) -> dict[str, tuple[str, str, str | None, dict[str,
 # ---------------------------------------------------------------------------------------------- schemas
 def _model_name(logical: str) -> str:
     if logical == SEQUENCED:
-        return "SequencedItem"
+        return "SequencedPacket"
     model = INPUT_MODELS.get(logical) or OUTPUT_MODELS[logical]
     return model.__name__
 
@@ -495,6 +495,20 @@ def _sequenced_schema() -> dict[str, Any]:
     }
 
 
+def _packet_schema() -> dict[str, Any]:
+    return {
+        "title": "SequencedPacket",
+        "description": "Consecutive items of one partition's ordered log (`streams.topology.encode_packets`); "
+        "a packet is framing only: its items are applied in order exactly as if each were a message.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["items"],
+        "properties": {
+            "items": {"type": "array", "minItems": 1, "items": {"$ref": SCHEMA_REF.format(model="SequencedItem")}}
+        },
+    }
+
+
 HEADERS_SCHEMA = "KafkaHeaders"
 
 
@@ -509,8 +523,15 @@ def _headers_schema() -> dict[str, Any]:
                 "type": "string",
                 "pattern": "^[0-9]+$",
                 "description": "Tape position set by `riskguard publish --ordered`, which waits until every "
-                "earlier line has been sequenced before it sends a line of another topic.",
-            }
+                "earlier line has been sequenced before it sends a line of another topic. A sequenced packet "
+                "repeats this header once per item it carries.",
+            },
+            "rg-t0": {
+                "type": "string",
+                "pattern": "^[0-9]+$",
+                "description": "Internal packets only: wall-clock ms at which the oldest input of the packet was "
+                "produced; feeds the decision-latency histogram, never a decision.",
+            },
         },
     }
 
@@ -619,6 +640,7 @@ def asyncapi_document(prefix: str = "", partitions: int = 4) -> dict[str, Any]:
     examples = _examples(topics)
     schemas = _model_schemas()
     schemas["SequencedItem"] = _sequenced_schema()
+    schemas["SequencedPacket"] = _packet_schema()
     schemas[HEADERS_SCHEMA] = _headers_schema()
     prefix_note = f"carry the prefix `{prefix}`" if prefix else "have no prefix"
     return {

@@ -31,7 +31,7 @@ from schemas.outputs import OUTPUT_MODELS
 from streams.asyncapi import CHANNELS, EXAMPLE_CONTROL_KEY, asyncapi_document, write_asyncapi
 from streams.core.controls import check_signature
 from streams.testing import TapeBuilder
-from streams.topology import decode_item, encode_item
+from streams.topology import decode_packet, encode_packets
 from tests.conftest import SEED001_YAML
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -279,10 +279,10 @@ def test_output_example_when_validated_by_its_model_then_accepted_and_serialized
 def test_sequenced_example_when_decoded_then_the_signal_example_and_encodes_back(document: dict[str, Any]) -> None:
     payload = _example(document, "sequenced")
 
-    item = decode_item(orjson.dumps(payload))
+    (item,) = decode_packet(orjson.dumps(payload))
 
     assert item.event == INPUT_MODELS["signals"].model_validate(_example(document, "signals"))
-    assert orjson.loads(encode_item(item)) == payload
+    assert [orjson.loads(packet) for packet in encode_packets([item])] == [payload]
 
 
 def test_control_example_when_checked_with_example_key_then_signature_valid(document: dict[str, Any]) -> None:
