@@ -151,6 +151,7 @@ def test_post_rebalance_when_unsigned_forged_or_signed_then_only_the_signed_one_
         )
     finally:
         stop(worker)
+    assert KEY not in (deployment.workdir / "w1.log").read_bytes(), "the control key never reaches the logs"
     assert unsigned[0] == 403 and "security" in unsigned[1]["error"]
     assert forged[0] == 403
     assert wrong_account[0] == 400 and "not 'b'" in wrong_account[1]["error"]
@@ -199,6 +200,12 @@ def test_metrics_when_tape_applied_then_each_counter_moved_by_what_was_published
     assert moved("riskguard_decision_latency_seconds_count") == len(decisions)
     assert moved("riskguard_halts_total{state=ACTIVE}") >= 0
     assert any(name.startswith("faust_") for name in after), "Faust's own sensor shares the registry"
+    lines = [
+        orjson.loads(line) for line in (deployment.workdir / "w1.log").read_bytes().splitlines() if line[:1] == b"{"
+    ]
+    logged = [line for line in lines if line.get("event") == "policy_decision"]
+    assert sorted(line["decision_id"] for line in logged) == sorted(d["decision_id"] for d in decisions)
+    assert any(line.get("logger", "").startswith(("faust", "aiokafka")) for line in lines), "stdlib logs as JSON"
     assert (
         "riskguard_consumer_lag" in {name.split("{")[0] for name in after} or moved("faust_messages_received_total") > 0
     )
