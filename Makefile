@@ -48,8 +48,10 @@ replay-demo: install
 	$(BIN)/riskguard replay $(DEMO)/tape.jsonl --config deploy/profiles/demo.yaml --out $(DEMO)/out.jsonl --show
 	$(BIN)/riskguard verify $(DEMO)/tape.jsonl $(DEMO)/out.jsonl --config deploy/profiles/demo.yaml
 
+# docs/performance.md: every benchmark, results in bench/results/latest.{json,md}; starts the local broker
+# unless KAFKA_BOOTSTRAP_SERVERS answers. BENCH_ARGS="--only replay,latency", "--quick", "--profile".
 bench: install
-	$(BIN)/python bench/replay_throughput.py
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 kafka-up: install
 	$(BIN)/riskguard kafka up

@@ -81,9 +81,9 @@ async def count_until(bootstrap: str, topic: str, wanted: int, limit_s: float) -
 
 
 def start_worker(
-    config_path: Path, app_id: str, bootstrap: str, workdir: Path, store: str | None = None
+    config_path: Path, app_id: str, bootstrap: str, workdir: Path, store: str | None = None, port: int | None = None
 ) -> subprocess.Popen[bytes]:
-    port = 20000 + int(uuid.uuid4().int % 20000)
+    port = port or 20000 + int(uuid.uuid4().int % 20000)
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "RISKGUARD_APP_ID": app_id}
     log = (workdir / f"{app_id}.log").open("wb")
     process = subprocess.Popen(
@@ -152,8 +152,10 @@ def run_pipeline(lines: list[bytes], bootstrap: str, workdir: Path, partitions: 
     }
 
 
-async def _passthrough(lines: list[bytes], bootstrap: str, partitions: int) -> dict[str, Any]:
-    tag = uuid.uuid4().hex[:8]
+async def _passthrough(
+    lines: list[bytes], bootstrap: str, partitions: int, limit_s: float = 1800, tag: str | None = None
+) -> dict[str, Any]:
+    tag = tag or uuid.uuid4().hex[:8]
     topics = Topics(prefix=f"p{tag}.")
     await ensure_topics(topics, bootstrap, partitions)
     sink = f"p{tag}.passthrough.out"
@@ -169,7 +171,7 @@ async def _passthrough(lines: list[bytes], bootstrap: str, partitions: int) -> d
             await consumer.getmany(timeout_ms=100)
         producing = asyncio.create_task(produce(lines, topics, bootstrap))
         done = 0
-        deadline = time.monotonic() + 1800
+        deadline = time.monotonic() + limit_s
         while done < len(lines) and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=100, max_records=1000)
             for records in batches.values():

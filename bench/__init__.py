@@ -1,0 +1,1 @@
+"""Benchmarks of docs/performance.md; `python -m bench.run` (make bench) runs them all."""
