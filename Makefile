@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := out/demo
 
-.PHONY: install lint test test-unit run replay-demo bench clean kafka-up kafka-down
+.PHONY: install lint test test-unit test-reliability run replay-demo bench clean kafka-up kafka-down
 
 install: $(STAMP)
 
@@ -30,6 +30,28 @@ test: lint
 	fi; \
 	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_TEST_PORT) $(BIN)/pytest -q -n 2 tests; rc=$$?; \
 	if [ $$started = 1 ]; then $(BIN)/riskguard kafka down --port $(KAFKA_TEST_PORT); fi; \
+	exit $$rc
+
+# The reliability suite of docs/reliability.md on a large tape (about 100,000 events, 5 add/remove cycles):
+# kill -9, workers joining and leaving, a broker restart, state loss, reprocessing, halt durability, poison
+# pills, forged controls, SASL/SCRAM + TLS. Starts the local broker like `test`; the figures (RELIABILITY
+# lines) go to out/reliability.log. Serial on purpose: the figures are timings. Takes well over half an hour.
+RELIABILITY_EVENTS ?= 100000
+RELIABILITY_CYCLES ?= 5
+test-reliability: install
+	@mkdir -p out; rm -f out/reliability.log; started=0; \
+	if ! $(BIN)/python -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1',$(KAFKA_TEST_PORT))))"; then \
+		$(BIN)/riskguard kafka up --port $(KAFKA_TEST_PORT) && started=1; \
+	fi; \
+	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_TEST_PORT) RISKGUARD_CRASH_EVENTS=$(RELIABILITY_EVENTS) \
+	RISKGUARD_CRASH_CYCLES=$(RELIABILITY_CYCLES) RISKGUARD_CRASH_EXACTLY_ONCE=1 RISKGUARD_RELIABILITY_OUT=out/reliability.log \
+	$(BIN)/pytest -q -rA --durations=0 tests/integration/test_crash.py tests/integration/test_reliability.py \
+		tests/integration/test_security.py \
+		"tests/integration/test_pipeline_parity.py::test_poison_pills_when_published_then_dead_lettered_with_origin_and_later_events_decided" \
+		"tests/integration/test_pipeline_parity.py::test_controls_when_signed_forged_and_replayed_on_kafka_then_only_the_signed_one_acts"; \
+	rc=$$?; \
+	if [ $$started = 1 ]; then $(BIN)/riskguard kafka down --port $(KAFKA_TEST_PORT); fi; \
+	grep -h '^RELIABILITY' out/reliability.log 2>/dev/null || true; \
 	exit $$rc
 
 test-unit: install

@@ -453,6 +453,7 @@ def up(broker: Broker, timeout: float = 90.0, env: Mapping[str, str] | None = No
         _format(broker)
     broker.logs.mkdir(parents=True, exist_ok=True)
     heap = os.environ.get("RISKGUARD_KAFKA_HEAP", "768m")
+    since = _log_size(broker)  # server.log is appended to: only a start line written after this one counts
     with (broker.logs / "stdout.log").open("ab") as out:
         process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             [
@@ -478,7 +479,7 @@ def up(broker: Broker, timeout: float = 90.0, env: Mapping[str, str] | None = No
         if process.poll() is not None:
             tail = (broker.logs / "stdout.log").read_text(errors="replace")[-3000:]
             raise BrokerError(f"the broker exited with code {process.returncode}:\n{tail}")
-        if answers(broker.host, broker.port) and _started(broker):
+        if answers(broker.host, broker.port) and _started(broker, since):
             where = broker.bootstrap if broker.tls_port is None else f"{broker.bootstrap} and {broker.tls_bootstrap}"
             how = "" if not broker.sasl else f" ({SCRAM_MECHANISM}{', SASL_SSL' if broker.tls_port else ''})"
             return f"started (pid {process.pid}) on {where}{how}"
@@ -487,10 +488,27 @@ def up(broker: Broker, timeout: float = 90.0, env: Mapping[str, str] | None = No
     raise BrokerError(f"the broker did not accept connections within {timeout:.0f} s")
 
 
-def _started(broker: Broker) -> bool:
+def _log_size(broker: Broker) -> int:
+    try:
+        return (broker.logs / "server.log").stat().st_size
+    except OSError:
+        return 0
+
+
+def _started(broker: Broker, since: int = 0) -> bool:
+    """True once server.log says "Kafka Server started" after byte `since` (its size before this start).
+
+    The log is appended to across restarts, so after a stop or a kill -9 it still holds the previous
+    run's line, while the new process may already accept connections before it is ready.
+    """
     log = broker.logs / "server.log"
     try:
-        return "Kafka Server started" in log.read_text(errors="replace")
+        with log.open("rb") as handle:
+            if handle.seek(0, os.SEEK_END) >= since:  # a shorter log was replaced: read it all
+                handle.seek(since)
+            else:
+                handle.seek(0)
+            return b"Kafka Server started" in handle.read()
     except OSError:
         return False
 

@@ -311,6 +311,9 @@ def publish(
     config: ConfigOpt = None,
     ordered: Annotated[bool, typer.Option(help="Wait for the sequencer at every change of topic.")] = False,
     rate: Annotated[float | None, typer.Option(help="Messages per second (default: as fast as possible).")] = None,
+    timeout: Annotated[
+        float, typer.Option(help="With --ordered: seconds to wait for the sequencer at each change of topic.")
+    ] = 120.0,
 ) -> None:
     """Produce a tape to the input topics."""
     import asyncio
@@ -320,7 +323,9 @@ def publish(
 
     cfg = _config(config)
     with _open_in(tape) as source:
-        counts = asyncio.run(run(source, Topics.from_settings(cfg.kafka), _bootstrap(cfg), ordered=ordered, rate=rate))
+        counts = asyncio.run(
+            run(source, Topics.from_settings(cfg.kafka), _bootstrap(cfg), ordered=ordered, rate=rate, timeout=timeout)
+        )
     err.print("published " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
 
 

@@ -257,7 +257,12 @@ async def wait_drained(
     settle: float = 1.5,
     security: KafkaSecurity | None = None,
 ) -> bool:
-    """Wait until the app's consumer group has committed every input and internal topic to its end."""
+    """Wait until the app's consumer group has committed every input and internal topic to its end.
+
+    Under exactly_once the logs end with transaction markers (and may hold aborted records), which
+    are never consumed, so the committed offset stays short of the end offset: a partition also
+    counts as drained when a read_committed consumer finds no record between the two.
+    """
     from aiokafka.admin import AIOKafkaAdminClient
 
     names = [topics.name(n) for n in ("bars", "fills", "signals", "equity", "control")]
@@ -265,16 +270,33 @@ async def wait_drained(
     auth = _auth(security)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **auth)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **auth)
+    committed_reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed", **auth
+    )
     await admin.start()
     await consumer.start()
+    await committed_reader.start()
     try:
         parts = [TopicPartition(name, p) for name in names for p in sorted(await _partitions(consumer, name))]
+        for name in names:
+            await _partitions(committed_reader, name)
         deadline = time.monotonic() + timeout
         drained_since: float | None = None
+        markers_only: set[tuple[TopicPartition, int, int]] = set()
         while time.monotonic() < deadline:
             ends = await consumer.end_offsets(parts)
             committed = await admin.list_consumer_group_offsets(app_id)
             behind = [tp for tp in parts if ends[tp] > 0 and (tp not in committed or committed[tp].offset < ends[tp])]
+            still = []
+            for tp in behind:
+                start = max(committed[tp].offset, 0) if tp in committed else 0
+                if (tp, start, ends[tp]) in markers_only:
+                    continue
+                if await _nothing_committed(committed_reader, tp, start, ends[tp]):
+                    markers_only.add((tp, start, ends[tp]))
+                else:
+                    still.append(tp)
+            behind = still
             if not behind:
                 drained_since = drained_since or time.monotonic()
                 if time.monotonic() - drained_since >= settle:
@@ -284,5 +306,20 @@ async def wait_drained(
             await asyncio.sleep(0.25)
         return False
     finally:
+        await committed_reader.stop()
         await consumer.stop()
         await admin.close()
+
+
+async def _nothing_committed(reader: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int) -> bool:
+    """True when a read_committed consumer finds no record in [start, end): only markers or aborted ones."""
+    reader.assign([tp])
+    reader.seek(tp, start)
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        batches = await reader.getmany(tp, timeout_ms=200, max_records=1)
+        if any(batches.values()):
+            return False
+        if await reader.position(tp) >= end:
+            return True
+    return False
