@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
@@ -104,6 +105,8 @@ class ClusterState:
         self._last_ts: int | None = None  # last completed timestamp
         self._rho: FloatArray | None = None  # NaN where the pair has no valid rho
         self._map = self._build_map(0, 0, None)
+        self._revision = 0  # bumped whenever `window()` changes
+        self._window_json: tuple[int, bytes] | None = None  # (revision, bytes) of the last `window_json`
 
     # ----------------------------------------------------------------- input
 
@@ -172,18 +175,48 @@ class ClusterState:
 
     # ------------------------------------------------------------ persistence
 
+    @property
+    def revision(self) -> int:
+        """Changes whenever `window()` does (a completed timestamp); a pending bar leaves it alone."""
+        return self._revision
+
     def to_dict(self) -> dict[str, object]:
         """JSON-ready snapshot (NaN encoded as None); `from_dict` restores it exactly."""
+        return {**self.window(), **self.pending()}
+
+    def window(self) -> dict[str, object]:
+        """The bulk of the snapshot (returns, last closes, the map's version), fixed between completions.
+
+        Kept apart from `pending` so a store can skip it while the same timestamp's bars come in.
+        """
         return {
             "symbols": list(self._symbols),
             "last_close": [_enc(x) for x in self._last_close.tolist()],
             "returns": [[_enc(x) for x in row] for row in self._returns.tolist()],
-            "pending_ts": self._pending_ts,
-            "pending": [[s, self._pending[s]] for s in sorted(self._pending)],
             "last_ts": self._last_ts,
             "version": self._map.version,
             "ts": self._map.ts,
         }
+
+    def window_json(self) -> bytes:
+        """`window()` as JSON bytes, serialised once per revision (~370 kB for 500 symbols)."""
+        cached = self._window_json
+        if cached is None or cached[0] != self._revision:
+            cached = (self._revision, orjson.dumps(self.window()))
+            self._window_json = cached
+        return cached[1]
+
+    def pending(self) -> dict[str, object]:
+        """The bars of the timestamp not yet completed: small, and changed by every bar."""
+        return {
+            "pending_ts": self._pending_ts,
+            "pending": [[s, self._pending[s]] for s in sorted(self._pending)],
+        }
+
+    def restore_pending(self, data: dict[str, object]) -> None:
+        """Set the pending timestamp from `pending()` output; the window (and `revision`) is untouched."""
+        self._pending_ts = _opt_int(data["pending_ts"])
+        self._pending = {_str(p[0]): _float(p[1]) for p in (_list(x) for x in _list(data["pending"]))}
 
     @classmethod
     def from_dict(cls, params: ClusterParams, data: dict[str, object]) -> ClusterState:
@@ -202,8 +235,7 @@ class ClusterState:
         state._last_close = last_close
         returns = np.array(rows, dtype=np.float64).reshape(len(rows), n)
         state._returns = returns[-params.window :]
-        state._pending_ts = _opt_int(data["pending_ts"])
-        state._pending = {_str(p[0]): _float(p[1]) for p in (_list(x) for x in _list(data["pending"]))}
+        state.restore_pending(data)
         state._last_ts = _opt_int(data["last_ts"])
         version, ts = _int(data["version"]), _int(data["ts"])
         # The returns only change at a recompute, so recomputing now reproduces the published map.
@@ -218,6 +250,7 @@ class ClusterState:
         ts = self._pending_ts
         if ts is None:  # pragma: no cover - callers check
             raise RuntimeError("no pending timestamp")
+        self._revision += 1  # first: whatever happens below, a cached `window_json` is stale now
         # Register new symbols sorted, so the internal index never depends on arrival order.
         new = sorted(s for s in self._pending if s not in self._index)
         if new:

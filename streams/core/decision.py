@@ -14,7 +14,7 @@ clipped or denied.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 _EPS = 1e-9
@@ -73,14 +73,18 @@ class TradeContext:
         return self.filled_qty + self.pending_qty
 
     def to_facts(self) -> dict[str, Any]:
-        """The context as a JSON-ready mapping."""
-        return asdict(self)
+        """The context as a JSON-ready mapping (what `asdict` gives, without its deep copy of scalars)."""
+        return {name: getattr(self, name) for name in _CONTEXT_FIELDS}
 
     @classmethod
     def from_facts(cls, facts: dict[str, Any]) -> TradeContext:
         """Rebuild a context from published facts (unknown keys are ignored)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in facts.items() if k in names})
+
+
+# Every field is a str, float, bool or None: a flat mapping in declaration order equals `asdict`.
+_CONTEXT_FIELDS = tuple(f.name for f in fields(TradeContext))
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,10 +55,14 @@ class Engine:
     def _run(self, items: list[Item], first: int) -> list[Output]:
         outputs: list[Output] = []
         for stage in self.stages[first:]:
+            if not items:
+                break  # a level that forwards nothing leaves nothing for the later ones
+            process = stage.process
             forwarded: list[Item] = []
             for item in items:
-                out, more = stage.process(item)
-                outputs += out
+                out, more = process(item)
+                if out:
+                    outputs += out
                 forwarded += more
             items = forwarded
         return outputs

@@ -140,9 +140,14 @@ class _Level:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.stats: Counter[str] = Counter()
+        self._rules: dict[str, RiskConfig] = {}
 
     def rules(self, account: str) -> RiskConfig:
-        return self.config.risk_for(account)
+        # Resolved once per account: the levels ask on every bar of every watched symbol.
+        rules = self._rules.get(account)
+        if rules is None:
+            rules = self._rules[account] = self.config.risk_for(account)
+        return rules
 
 
 # --------------------------------------------------------------------------- Level 2: market
@@ -172,7 +177,7 @@ class MarketStage:
 
     def process(self, item: Item) -> Result:
         if item.kind == "bar":
-            return self._bar(item.event)
+            return self._bar(item)
         if item.kind == "signal":
             m = self.state.symbols.get(item.event.symbol)
             if m is not None and m.close > 0:
@@ -184,7 +189,8 @@ class MarketStage:
         cmap = self.state.clusters.flush()
         return self._map(cmap) if cmap is not None else ([], [])
 
-    def _bar(self, bar: Bar) -> Result:
+    def _bar(self, item: Item) -> Result:
+        bar: Bar = item.event
         m = self.state.symbols.get(bar.symbol)
         if m is None:
             m = SymbolMarket()
@@ -205,7 +211,8 @@ class MarketStage:
             outputs += events
             if market:
                 notes["market"] = market
-        items.append(Item("bar", None, bar, notes))
+        item.notes = notes  # the bar goes on with Level 2's notes only (an item per bar is not rebuilt)
+        items.append(item)
         return outputs, items
 
     def _budget(self, bar: Bar, cmap: ClusterMap | None) -> tuple[dict[str, Any], list[Output]]:
@@ -807,10 +814,12 @@ class SymbolStage(_Level):
 
     def _bar_for(self, account: str, bar: Bar) -> dict[str, Any]:
         book = self.books[account]
-        rules = self.rules(account)
         sym = bar.symbol
         position = book.filled.get(sym)
         state = book.symbols.get(sym)
+        if position is None and state is None:
+            return {}  # nothing of this symbol to check or tick for the account
+        rules = self.rules(account)
         if position is not None:
             levels = rules.stops.for_symbol(sym)
             if position.qty != 0 and l3.has_stops(levels):

@@ -4,28 +4,42 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from typing import Any
 
 import orjson
+import pytest
 
 from schemas.config import Config, config_from_dict, load_config
+from schemas.inputs import Bar
 from streams.core.engine import Engine
-from streams.core.snapshot import DUMPERS, LOADERS
+from streams.core.snapshot import CLUSTERS_KEY, DUMPERS, LOADERS, PARTITION_KEY, dump_market, load_market
+from streams.core.stages import MarketStage, item_for
 from streams.gen import GenParams, generate
 from streams.tape import decode_line, encode
 
 CONFIG = load_config(None)
 
 
+def _json(value: Any) -> bytes:
+    """A dumped value as the worker stores it: `bytes` are JSON already."""
+    return value if isinstance(value, bytes) else orjson.dumps(value)
+
+
+def _plain(dumped: dict[str, Any]) -> dict[str, Any]:
+    return {key: orjson.loads(_json(value)) for key, value in dumped.items()}
+
+
 def _digest(engine: Engine) -> str:
-    data = {stage.name: DUMPERS[stage.name](stage) for stage in engine.stages}
+    data = {stage.name: _plain(DUMPERS[stage.name](stage)) for stage in engine.stages}
     return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def _restore(engine: Engine, config: Config = CONFIG) -> Engine:
     fresh = Engine(config)
     for old, new in zip(engine.stages, fresh.stages, strict=True):
-        for key, value in DUMPERS[old.name](old).items():
-            LOADERS[new.name](new, key, orjson.loads(orjson.dumps(value)))
+        dumped = DUMPERS[old.name](old)
+        for key in sorted(dumped):  # the worker's order: `@` before `@clusters`
+            LOADERS[new.name](new, key, orjson.loads(_json(dumped[key])))
     return fresh
 
 
@@ -97,3 +111,85 @@ def test_engine_when_budget_and_schedule_state_restored_mid_tape_then_same_outpu
     kinds = Counter(getattr(o.value, "trigger", None) or getattr(o.value, "kind", None) for o in expected)
     assert kinds["schedule"] >= 4 and kinds["budget"] > 0 and kinds["market_regime"] > 0
     assert kinds["budget_recommendation"] > 0 and kinds["correlation_spike"] > 0
+
+
+def _bar(symbol: str, ts: int, close: float) -> Bar:
+    return Bar(symbol=symbol, ts=ts, open=close, high=close * 1.01, low=close * 0.99, close=close, volume=1000.0)
+
+
+def _feed(stage: MarketStage, bar: Bar) -> None:
+    stage.process(item_for("bars", bar))
+
+
+def _market(timestamps: int, symbols: int = 6, pending: int = 3) -> MarketStage:
+    """A Level-2 stage after `timestamps` completed bar timestamps and `pending` bars of the next one."""
+    stage = MarketStage(CONFIG)
+    for t in range(timestamps + 1):
+        for k in range(symbols if t < timestamps else pending):
+            close = 100.0 + k + ((t * (k + 3)) % 7) * 0.37
+            _feed(stage, _bar(f"S{k:02d}", 60_000 * (t + 1), close))
+    return stage
+
+
+def test_market_dump_when_no_new_bar_timestamp_then_cluster_bytes_identical_object() -> None:
+    stage = _market(timestamps=25)
+    first = dump_market(stage)
+    revision = stage.state.clusters.revision
+    _feed(stage, _bar("S05", 60_000 * 26, 105.5))  # one more bar of the pending timestamp
+    second = dump_market(stage)
+
+    assert second[CLUSTERS_KEY] is first[CLUSTERS_KEY]
+    assert stage.state.clusters.revision == revision
+    assert second[PARTITION_KEY] != first[PARTITION_KEY]  # the pending bar is in `@`
+
+
+def test_market_dump_when_bar_completes_a_timestamp_then_cluster_bytes_rebuilt() -> None:
+    stage = _market(timestamps=25)
+    first = dump_market(stage)[CLUSTERS_KEY]
+    revision = stage.state.clusters.revision
+    _feed(stage, _bar("S00", 60_000 * 27, 101.0))  # a later timestamp completes the pending one
+    second = dump_market(stage)[CLUSTERS_KEY]
+
+    assert stage.state.clusters.revision == revision + 1
+    assert second != first
+    assert second == orjson.dumps(stage.state.clusters.window())
+
+
+@pytest.mark.parametrize("order", [(PARTITION_KEY, CLUSTERS_KEY), (CLUSTERS_KEY, PARTITION_KEY)])
+def test_market_load_when_split_keys_in_either_order_then_restores_same_state(order: tuple[str, str]) -> None:
+    stage = _market(timestamps=25)
+    dumped = dump_market(stage)
+    fresh = MarketStage(CONFIG)
+    for key in order:
+        load_market(fresh, key, orjson.loads(_json(dumped[key])))
+
+    assert _plain(dump_market(fresh)) == _plain(dumped)
+    assert fresh.state.clusters.to_dict() == stage.state.clusters.to_dict()
+    assert fresh.state.clusters.current == stage.state.clusters.current
+
+
+def test_market_load_when_old_single_key_format_then_restores_same_state() -> None:
+    stage = _market(timestamps=25)
+    new = _plain(dump_market(stage))
+    old = {key: value for key, value in new[PARTITION_KEY].items() if key != "cluster_pending"}
+    old["clusters"] = stage.state.clusters.to_dict()
+    fresh = MarketStage(CONFIG)
+    load_market(fresh, PARTITION_KEY, orjson.loads(orjson.dumps(old)))
+
+    assert _plain(dump_market(fresh)) == new
+    assert fresh.state.clusters.current == stage.state.clusters.current
+
+
+def test_market_when_restored_from_split_keys_then_next_maps_identical() -> None:
+    stage = _market(timestamps=25)
+    fresh = MarketStage(CONFIG)
+    for key, value in sorted(dump_market(stage).items()):
+        load_market(fresh, key, orjson.loads(_json(value)))
+    for t in range(26, 30):
+        for k in range(6):
+            close = 100.0 + k + ((t * (k + 5)) % 11) * 0.41
+            _feed(stage, _bar(f"S{k:02d}", 60_000 * (t + 1), close))
+            _feed(fresh, _bar(f"S{k:02d}", 60_000 * (t + 1), close))
+
+    assert fresh.state.clusters.current == stage.state.clusters.current
+    assert dump_market(fresh)[CLUSTERS_KEY] == dump_market(stage)[CLUSTERS_KEY]
