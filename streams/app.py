@@ -5,16 +5,21 @@
 
 Each level agent is the same thin shell (`_level_agent`) over the level's stage in
 `streams.core.stages` — the code `riskguard replay` runs. It takes the messages its stream has
-ready (up to `batch_max`, waiting at most `batch_window_ms`), and for each partition: applies the
-items in log order, stores the touched keys once in its Table (RocksDB by default), records the last
-offset applied, and forwards everything the batch produced as packets (`streams.topology`) to the
-same partition of the next level. Bars go to every partition, so each partition's log is a
-complete, replayable sequence.
+ready (up to `batch_max`; the sequencer also waits `batch_window_ms` once for more), and for each
+partition: applies the items in log order, publishes the outputs, forwards everything the batch
+produced as packets (`streams.topology`) to the same partition of the next level, then stores the
+touched keys once in its Table (RocksDB by default) with the last offset and item tag applied. Bars
+go to every partition, so each partition's log is a complete, replayable sequence.
 
-Effectively-once, by design rather than by Faust's transactions:
+Effectively-once, by design rather than by Faust's transactions (`streams.core.frames`):
 - every stored value carries the offset of the batch that wrote it and the value it replaced, and
   `#applied` is written last: a changelog cut inside a batch restores to the state before it;
-- a redelivered offset at or below `#applied` is skipped;
+- a redelivered offset at or below `#applied` is skipped, and so is an item whose tag (where it came
+  from in `risk.sequenced`) is at or below the last one applied: what an upstream level forwarded
+  again after it crashed;
+- outputs and forwards are in Kafka before the table writes, and those before the batch is acked, so
+  a crash loses nothing; a batch done again sends no output that a marker (`rg-src`) on the output
+  partition shows was already sent;
 - after an unclean stop (no clean-stop marker) the local RocksDB files are dropped and the tables
   are rebuilt from their changelogs, a consistent prefix, instead of trusting local files that may
   be ahead of (or, after Faust's changelog catch-up, mixed with) what Kafka holds.
@@ -22,14 +27,14 @@ Effectively-once, by design rather than by Faust's transactions:
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import shutil
-import struct
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,13 +49,15 @@ from prometheus_client import CollectorRegistry
 from schemas.config import Config
 from schemas.outputs import DeadLetterSource, Decision
 from streams import security
+from streams.core.frames import APPLIED, Tag, applied_value, fresh, restore, src_marker, stored, unchanged
 from streams.core.snapshot import DUMPERS, LOADERS, PARTITION_KEY
 from streams.core.stages import AccountStage, Item, MarketStage, Output, PortfolioStage, SymbolStage, item_for
+from streams.kafka_io import read_range, sent_markers
 from streams.logs import log_output
 from streams.metrics import Metrics, faust_lags, install_faust_sensor
 from streams.tape import BadMessage, SecurityRefusal, decode_value, load_json, security_event
 from streams.tape import dead_letter as make_dead_letter
-from streams.topology import SEQ_HEADER, Topics, decode_packet, encode_packets
+from streams.topology import SEQ_HEADER, SRC_HEADER, Topics, decode_tagged, encode_packets
 
 log = structlog.get_logger("riskguard.worker")
 
@@ -58,7 +65,7 @@ LEVELS = ("market", "account", "symbol", "portfolio")
 _SOURCES = {"market": "sequenced", "account": "level2", "symbol": "level1", "portfolio": "level3"}
 _SINKS = {"market": "level2", "account": "level1", "symbol": "level3", "portfolio": None}
 T0_HEADER = "rg-t0"  # wall-clock ms of the oldest input in a packet: decision latency only, never decisions
-APPLIED = "#applied"
+SENT_DEPTH = 50_000  # records per output partition a level reads back when it takes a partition over
 
 
 @dataclass(frozen=True)
@@ -144,58 +151,67 @@ def _watchers(stage: Any, item: Item) -> set[str]:
     return set()
 
 
-_FRAME = struct.Struct(">qI")  # the batch offset, the length of the current value
-
-
-def stored(at: int, cur: bytes, previous: bytes | None) -> bytes:
-    """A table value: the JSON state after batch `at`, then the committed JSON value it replaces (or nothing).
-
-    Framed rather than nested JSON, so that keeping the replaced value costs a slice, not a parse.
-    """
-    prev = b""
-    if previous is not None:
-        _, size = _FRAME.unpack_from(previous)
-        prev = previous[_FRAME.size : _FRAME.size + size]
-    return _FRAME.pack(at, len(cur)) + cur + prev
-
-
-def restore(values: Iterable[tuple[str, bytes]]) -> tuple[int, dict[str, Any]]:
-    """A partition's applied offset and the state of each key as of that offset.
-
-    A value written by a batch beyond `#applied` (a changelog cut inside that batch) stands for the
-    value it replaced; a key that batch created does not exist yet.
-    """
-    frames: dict[str, tuple[int, bytes, bytes]] = {}
-    for key, raw in values:
-        at, size = _FRAME.unpack_from(raw)
-        body = raw[_FRAME.size :]
-        frames[key] = (at, body[:size], body[size:])
-    applied = frames.pop(APPLIED, (-1, b"", b""))[0]
-    state: dict[str, Any] = {}
-    for key, (at, cur, prev) in frames.items():
-        value = cur if at <= applied else prev
-        if value:
-            state[key] = orjson.loads(value)
-    return applied, state
-
-
-async def batches(stream: Any, limit: int) -> AsyncIterator[list[Any]]:
+async def batches(stream: Any, limit: int, window_s: float = 0.0) -> AsyncIterator[list[Any]]:
     """The events a stream has ready, up to `limit`, as one batch; acked only once the batch is handled.
 
-    No waiting for a batch to fill: an event that arrives alone is handled alone (latency); under load
-    the queue is never empty and batches grow (throughput).
+    No waiting for a batch to fill beyond `window_s` (once, when the stream runs dry): an event that
+    arrives alone is handled alone (latency); under load the queue is never empty and batches grow
+    (throughput). The acks come after the consumer of a batch returns, never on the way out of a
+    cancelled or failed batch, so a committed offset always stands for work that is durable.
     """
     manual = stream.noack()
     channel = stream.channel
     batch: list[Any] = []
+    waited = False
     async for event in manual.events():
         batch.append(event)
+        if len(batch) < limit and channel.empty() and window_s > 0 and not waited:
+            waited = True
+            await asyncio.sleep(window_s)
         if len(batch) < limit and not channel.empty():
             continue
         yield batch
         for done in batch:
             await manual.ack(done)
-        batch = []
+        batch, waited = [], False
+
+
+class _Refetched:
+    """An input record read past the stream, shaped like the Faust event the sequencer handles."""
+
+    def __init__(self, record: Any) -> None:
+        self.value = record.value
+        self.key = record.key
+        self.message = self
+        self.topic = record.topic
+        self.partition = record.partition
+        self.offset = record.offset
+        self.headers = list(record.headers or ())
+        self.timestamp = record.timestamp / 1000.0 if record.timestamp else 0.0
+
+
+def guard_acks(app: faust.App) -> None:
+    """Never let Faust commit a message that no agent handled in the current consumer generation.
+
+    Faust's stream skips a message fetched before a rebalance (older generation, or flow control
+    suspended) and ACKS it, so the next commit moves past it and it is never delivered again: after
+    a worker is killed, the rebalance that follows its session timeout dropped the first few
+    messages of every partition (seen as a gap between `#applied` and the first offset delivered).
+    Here such an ack marks the message done without making its offset committable; Faust seeks
+    every partition back to its committed offset after the rebalance, so the message comes again,
+    and the levels skip whatever they had already applied.
+    """
+    consumer = app.consumer
+    ack = consumer.ack
+
+    def guarded(message: Any) -> bool:
+        if message.generation_id != app.consumer_generation_id or not app.flow_control.is_active():
+            message.acked = True
+            consumer._unacked_messages.discard(message)
+            return False
+        return bool(ack(message))
+
+    consumer.ack = guarded  # type: ignore[method-assign]
 
 
 class CleanStop:
@@ -252,6 +268,7 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
     if settings.store.startswith("rocksdb") and CleanStop(appdir).arm(Path(app.conf.tabledir)):
         log.warning("unclean_stop_local_tables_dropped", tabledir=str(app.conf.tabledir))
     install_faust_sensor(app, metrics.registry)
+    guard_acks(app)
     n = settings.partitions
 
     def topic(logical: str, partitions: int | None = None) -> faust.TopicT:
@@ -273,10 +290,12 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
     sequencer_stats: Counter[str] = Counter()
     control_check = control_checker(config)
 
-    async def send_output(output: Output) -> None:
+    async def send_output(output: Output, partition: int | None = None, marker: bytes | None = None) -> None:
         await outputs[output.topic].send(
             key=output.key.encode() if output.key is not None else None,
             value=orjson.dumps(output.value.model_dump(mode="json")),
+            partition=partition,
+            headers=[(SRC_HEADER, marker)] if marker is not None else None,
             force=True,
         )
         metrics.observe(output)
@@ -308,7 +327,7 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
         def add(partition: int, item: Item, event: Any) -> None:
             packets.setdefault(partition, []).append(item)
             headers.setdefault(partition, []).extend(h for h in event.message.headers or () if h[0] == SEQ_HEADER)
-            stamp = int(event.message.timestamp or 0)
+            stamp = int((event.message.timestamp or 0) * 1000)  # Faust gives seconds; the rg-t0 header is ms
             oldest[partition] = min(oldest.get(partition, stamp), stamp)
 
         for event in events:
@@ -343,10 +362,55 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
                 )
                 headers[partition] = []  # sequence numbers travel once, on the first packet
 
+    started: set[Any] = set()  # input partitions whose first message since the last assignment was checked
+
+    async def forget_started(*_: Any, **__: Any) -> None:
+        started.clear()
+
+    app.on_partitions_revoked.connect(forget_started)
+
+    async def with_skipped(events: list[Any]) -> list[Any]:
+        """The batch, preceded by any input its stream skipped since the committed offset (see `guard_acks`).
+
+        What lies between the committed offset and the first message delivered was either sequenced
+        already (sequencing it again is the at-least-once duplicate the levels ignore) or skipped by
+        Faust at a rebalance (sequencing it is what keeps it from being lost).
+        """
+        out: list[Any] = []
+        for event in events:
+            tp = event.message.tp
+            if tp not in started:
+                started.add(tp)
+                start = app.consumer._committed_offset.get(tp) or 0
+                if event.message.offset > start:
+                    missing = await read_range(settings.bootstrap, tp.topic, tp.partition, start, event.message.offset)
+                    log.warning("input_gap_filled", stage="sequencer", topic=tp.topic, first=start, count=len(missing))
+                    metrics.gap_filled("sequencer", len(missing))
+                    out += [_Refetched(rec) for rec in missing]
+            out.append(event)
+        return out
+
     @app.agent(app.topic(*inputs_names(inputs, topics), key_serializer="raw", value_serializer="raw"), name="sequencer")
     async def sequencer(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_window_ms / 1000.0):
-            await sequence(events)
+        async for events in batches(stream, settings.batch_max, settings.batch_window_ms / 1000.0):
+            await sequence(await with_skipped(events))
+            await app.producer.flush()  # the sequenced packets are in Kafka before the inputs are acked
+
+    scans: dict[int, asyncio.Task[set[bytes]]] = {}
+    output_names = [topics.name(name) for name in outputs]
+
+    def already_sent(partition: int) -> asyncio.Task[set[bytes]]:
+        """The output markers already on partition `partition` (read once per assignment, for all levels)."""
+        if partition not in scans:
+            scans[partition] = asyncio.ensure_future(
+                sent_markers(settings.bootstrap, output_names, partition, SENT_DEPTH, SRC_HEADER)
+            )
+        return scans[partition]
+
+    async def forget_scans(*_: Any, **__: Any) -> None:
+        scans.clear()
+
+    app.on_partitions_revoked.connect(forget_scans)
 
     registry: dict[str, Callable[[int], Any]] = {}
     for level in LEVELS:
@@ -357,6 +421,7 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
             internal[_SOURCES[level]],
             internal.get(_SINKS[level] or ""),
             send_output,
+            already_sent,
             metrics,
             settings,
         )
@@ -379,13 +444,28 @@ def _level_agent(
     level: str,
     source: faust.TopicT,
     sink: faust.TopicT | None,
-    send_output: Callable[[Output], Any],
+    send_output: Callable[..., Any],
+    already_sent: Callable[[int], Any],
     metrics: Metrics,
     settings: WorkerSettings,
 ) -> Callable[[int], Any]:
+    """One level's agent: apply each partition's items once, publish what they produced, then store.
+
+    Per batch and partition, in this order (each step durable before the next, so a crash at any
+    point loses nothing and doubles nothing):
+    1. skip offsets at or below `#applied` and items whose tag is at or below the last applied tag;
+    2. publish the outputs (minus those a predecessor already sent for the same item, `rg-src`) and
+       forward the produced items, tagged, to the next level; wait for the broker to have them;
+    3. write the touched keys and `#applied` (offset and last tag) to the table; wait for the changelog;
+    4. only then is the batch acknowledged, so its offset can be committed.
+    A crash between 2 and 3 makes the level redo the batch from its previous state: its forwards carry
+    the same tags (skipped by the next level) and its outputs the same markers (not sent again).
+    """
     table = app.Table(f"level-{level}", default=None, key_type=str, value_type=bytes)
     stages: dict[int, Any] = {}
     applied: dict[int, int] = {}
+    high: dict[int, Tag | None] = {}
+    sent: dict[int, set[bytes]] = {}
     dump: Callable[..., dict[str, Any]] = DUMPERS[level]
     load = LOADERS[level]
 
@@ -399,16 +479,19 @@ def _level_agent(
                 key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
                 if key.startswith(prefix) and value is not None:
                     mine.append((key[len(prefix) :], value))
-            offset, state = restore(mine)
+            offset, hw, state = restore(mine)
             for name in sorted(state):
                 load(stage, name, state[name])
             applied[partition] = offset
+            high[partition] = hw
             stages[partition] = stage
         return stage
 
     async def on_revoked(*_: Any, **__: Any) -> None:
         stages.clear()
         applied.clear()
+        high.clear()
+        sent.clear()
 
     app.on_partitions_revoked.connect(on_revoked)
 
@@ -416,46 +499,74 @@ def _level_agent(
         _current_event.set(weakref.ref(last_event))  # Faust picks the store and changelog partition from it
         snapshot = dump(stage) if level == "market" else dump(stage, keys)
         prefix = f"{partition}/"
+        done = applied.get(partition, -1)
         for key in sorted(snapshot):
-            table[prefix + key] = stored(offset, orjson.dumps(snapshot[key]), table.get(prefix + key))
-        table[prefix + APPLIED] = stored(offset, b"", None)
+            value = snapshot[key]
+            cur = value if isinstance(value, bytes) else orjson.dumps(value)
+            previous = table.get(prefix + key)
+            if unchanged(previous, cur, done):
+                continue  # the committed value already says this: no write, no changelog record
+            table[prefix + key] = stored(offset, cur, previous, done)
+        table[prefix + APPLIED] = applied_value(offset, high.get(partition))
         applied[partition] = offset
 
     async def handle(partition: int, events: list[Any]) -> None:
         stage = stage_for(partition)
+        if partition not in sent:
+            sent[partition] = await already_sent(partition)
+        seen = sent[partition]
         keys: set[str] = set()
-        results: list[Output] = []
+        results: list[tuple[Output, bytes]] = []
         forwarded: list[Item] = []
+        tags: list[Tag] = []
         last = None
         oldest = None
         before = Counter(stage.stats)
-        for event in events:
-            offset = event.message.offset
+        hw = high.get(partition)
+        records = [(e.message.offset, e.value, e.message.headers) for e in events]
+        expected = applied.get(partition, -1) + 1
+        if records[0][0] > expected >= 0:
+            # The stream skipped messages (Faust drops what it fetched before a rebalance): read them here.
+            missing = await read_range(settings.bootstrap, source.get_topic_name(), partition, expected, records[0][0])
+            log.warning("input_gap_filled", stage=level, partition=partition, first=expected, count=len(missing))
+            metrics.gap_filled(level, len(missing))
+            records = [(r.offset, r.value, r.headers) for r in missing] + records
+        for offset, value, headers in records:
             if offset <= applied.get(partition, -1):
                 metrics.duplicate(level)  # redelivered after a crash or rebalance: already applied
                 continue
-            for item in decode_packet(event.value):
+            items, skipped, hw = fresh(decode_tagged(value, offset), hw)
+            for _ in range(skipped):
+                metrics.duplicate(level)  # forwarded again by an upstream level that redid a batch
+            for tag, item in items:
                 out, nxt = stage.process(item)
                 keys |= _touched(level, item, nxt) | _watchers(stage, item)
-                results += out
+                results += [(output, src_marker(level, partition, tag, j)) for j, output in enumerate(out)]
                 forwarded += nxt
-            last = event
-            for name, value in event.message.headers or ():
+                tags += [(*tag, j) for j in range(len(nxt))]
+            last = offset
+            for name, stamp in headers or ():
                 if name == T0_HEADER:
-                    stamp = int(value)
-                    oldest = stamp if oldest is None else min(oldest, stamp)
+                    oldest = int(stamp) if oldest is None else min(oldest, int(stamp))
         if last is None:
             return
+        high[partition] = hw
         metrics.stage_counts(level, Counter(stage.stats) - before)
-        store(partition, last, stage, keys, last.message.offset)
-        for output in results:
-            await send_output(output)
+        for output, marker in results:
+            if marker in seen:
+                metrics.duplicate(level)  # sent before a crash, for an item applied again now
+                continue
+            await send_output(output, partition, marker)
             if oldest and isinstance(output.value, Decision):
                 metrics.latency(max(time.time() - oldest / 1000.0, 0.0))
         if sink is not None and forwarded:
             t0 = [(T0_HEADER, str(oldest).encode())] if oldest else []
-            for packet in encode_packets(forwarded):
+            for packet in encode_packets(forwarded, tags=tags):
                 await sink.send(key=None, value=packet, partition=partition, headers=t0, force=True)
+        if results or forwarded:
+            await app.producer.flush()
+        store(partition, events[-1], stage, keys, last)
+        await app.producer.flush()
 
     async def agent(stream: Any) -> None:
         async for events in batches(stream, settings.batch_max):

@@ -484,6 +484,14 @@ def _sequenced_schema() -> dict[str, Any]:
                 "additionalProperties": True,
                 "description": "What a level adds for the next ones; empty on risk.sequenced.",
             },
+            "tag": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0},
+                "minItems": 3,
+                "description": "Between levels only (absent on risk.sequenced): the item's origin, the "
+                "risk.sequenced offset and index, then one index per level that forwarded it. Increasing "
+                "along a partition; a level skips a tag at or below the last it applied (`streams.core.frames`).",
+            },
         },
         "allOf": [
             {
@@ -531,6 +539,13 @@ def _headers_schema() -> dict[str, Any]:
                 "pattern": "^[0-9]+$",
                 "description": "Internal packets only: wall-clock ms at which the oldest input of the packet was "
                 "produced; feeds the decision-latency histogram, never a decision.",
+            },
+            "rg-src": {
+                "type": "string",
+                "pattern": "^[a-z]+[|][0-9]+[|][0-9.]+[|][0-9]+$",
+                "description": "Outputs of the levels: `level|partition|tag|index`, the item and position that "
+                "produced the message. A level that takes a partition over reads these back and does not "
+                "publish again what its predecessor already sent for an item it applies again after a crash.",
             },
         },
     }
@@ -584,7 +599,7 @@ def _message(logical: str, example: tuple[str, str, str | None, dict[str, Any]])
         "summary": doc,
         "contentType": "application/json",
     }
-    if logical in INPUTS or logical in (SEQUENCED, "deadletter"):
+    if logical in INPUTS or logical in (SEQUENCED, *OUTPUTS):
         message["headers"] = {"$ref": SCHEMA_REF.format(model=HEADERS_SCHEMA)}
     message["payload"] = {"$ref": SCHEMA_REF.format(model=name)}
     message["bindings"] = {"kafka": {"key": key_schema, "bindingVersion": KAFKA_BINDING_VERSION}}

@@ -323,3 +323,88 @@ async def _nothing_committed(reader: AIOKafkaConsumer, tp: TopicPartition, start
         if await reader.position(tp) >= end:
             return True
     return False
+
+
+async def sent_markers(
+    bootstrap: str,
+    kafka_topics: Iterable[str],
+    partition: int,
+    depth: int,
+    header: str,
+    limit_s: float = 60.0,
+    security: KafkaSecurity | None = None,
+) -> set[bytes]:
+    """The `header` values of the last `depth` records of partition `partition` of each topic.
+
+    A level that takes over a partition reads what its predecessor already sent, so a batch it
+    applies again after a crash does not publish the same output twice (`streams.app`).
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed", **_auth(security)
+    )
+    await consumer.start()
+    found: set[bytes] = set()
+    try:
+        parts = [TopicPartition(t, partition) for t in kafka_topics if partition in await _partitions(consumer, t)]
+        if not parts:
+            return found
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        starts = await consumer.beginning_offsets(parts)
+        todo: set[TopicPartition] = set()
+        for tp in parts:
+            first = max(starts[tp], ends[tp] - depth)
+            if first < ends[tp]:
+                consumer.seek(tp, first)
+                todo.add(tp)
+        deadline = time.monotonic() + limit_s
+        while todo:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read the last {depth} records of {sorted(map(str, todo))}")
+            batches = await consumer.getmany(*todo, timeout_ms=500, max_records=10_000)
+            for tp, records in batches.items():
+                for rec in records:
+                    found.update(value for name, value in rec.headers or () if name == header)
+                    if rec.offset >= ends[tp] - 1:
+                        todo.discard(tp)
+            for tp in list(todo):
+                if await consumer.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def read_range(
+    bootstrap: str,
+    topic: str,
+    partition: int,
+    start: int,
+    end: int,
+    limit_s: float = 60.0,
+    security: KafkaSecurity | None = None,
+) -> list[Any]:
+    """The records at offsets `start` (inclusive) to `end` (exclusive) of one partition, in order.
+
+    A level agent reads what its stream did not deliver (Faust skips messages fetched before a
+    rebalance), so a gap between what it applied and what it is handed is filled, never jumped.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed", **_auth(security)
+    )
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        first = (await consumer.beginning_offsets([tp]))[tp]  # older records may be gone (retention)
+        consumer.seek(tp, max(start, first))
+        deadline = time.monotonic() + limit_s
+        while await consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic}[{partition}] offsets {start}..{end - 1}")
+            batches = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
+            found += [rec for recs in batches.values() for rec in recs if rec.offset < end]
+    finally:
+        await consumer.stop()
+    return found

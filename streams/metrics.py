@@ -74,6 +74,12 @@ class Metrics:
         self.duplicates = Counter(
             f"{p}_duplicates", "Redelivered or duplicate events skipped, by level", ["level"], registry=r
         )
+        self.gaps_filled = Counter(
+            f"{p}_gap_records_filled",
+            "Messages a level read itself because its stream skipped them (after a rebalance), by level",
+            ["level"],
+            registry=r,
+        )
         self.out_of_order = Counter(f"{p}_out_of_order", "Out-of-order events ignored, by level", ["level"], registry=r)
         self.consumer_lag = Gauge(
             f"{p}_consumer_lag", "Messages behind the high-water mark", ["topic", "partition"], registry=r
@@ -161,6 +167,10 @@ class Metrics:
     def duplicate(self, level: str) -> None:
         """Count one redelivered event a level skipped (offset at or below its applied offset)."""
         self.duplicates.labels(level=level).inc()
+
+    def gap_filled(self, level: str, count: int) -> None:
+        """Count messages a level read past its stream to close a gap after its applied offset."""
+        self.gaps_filled.labels(level=level).inc(count)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         """Set the consumer lag of one topic partition."""

@@ -38,6 +38,13 @@ INTERNAL_TOPICS = {
 }
 _EVENT_TOPIC = {"bar": "bars", "fill": "fills", "signal": "signals", "equity": "equity", "control": "control"}
 SEQ_HEADER = "rg-seq"
+SRC_HEADER = "rg-src"  # on outputs: `level|partition|tag|index`, what a restarted level checks before resending
+
+Tag = tuple[int, ...]
+"""Where an item comes from: the `risk.sequenced` offset, the item's index in that packet, then one index per
+level that forwarded it. Deterministic (a level that redoes a batch after a crash forwards the same items with
+the same tags) and increasing along each partition's log, so a level skips any tag at or below the last it applied.
+"""
 
 
 @dataclass(frozen=True)
@@ -61,10 +68,13 @@ class Topics:
         return None
 
 
-def encode_item(item: Item) -> bytes:
-    """An item between levels as JSON bytes."""
+def encode_item(item: Item, tag: Tag | None = None) -> bytes:
+    """An item between levels as JSON bytes (with its tag when a level forwards it)."""
     event = item.event.model_dump(mode="json") if item.event is not None else None
-    return orjson.dumps({"kind": item.kind, "account": item.account, "event": event, "notes": item.notes})
+    data: dict[str, Any] = {"kind": item.kind, "account": item.account, "event": event, "notes": item.notes}
+    if tag is not None:
+        data["tag"] = list(tag)
+    return orjson.dumps(data)
 
 
 def decode_item(raw: bytes) -> Item:
@@ -83,7 +93,7 @@ def _item(data: dict[str, Any]) -> Item:
 PACKET_BYTES = 512 * 1024  # well under the producer's request size and the broker's 4 MiB message limit
 
 
-def encode_packets(items: Sequence[Item], limit: int = PACKET_BYTES) -> list[bytes]:
+def encode_packets(items: Sequence[Item], limit: int = PACKET_BYTES, tags: Sequence[Tag] | None = None) -> list[bytes]:
     """Consecutive items of one partition as few messages as fit `limit` bytes each: `{"items": [...]}`.
 
     A packet is only framing: its items are read back in order, one by one, exactly as if each had
@@ -92,8 +102,8 @@ def encode_packets(items: Sequence[Item], limit: int = PACKET_BYTES) -> list[byt
     packets: list[bytes] = []
     parts: list[bytes] = []
     size = 0
-    for item in items:
-        raw = encode_item(item)
+    for n, item in enumerate(items):
+        raw = encode_item(item, tags[n] if tags is not None else None)
         if parts and size + len(raw) > limit:
             packets.append(b'{"items":[' + b",".join(parts) + b"]}")
             parts, size = [], 0
@@ -106,7 +116,11 @@ def encode_packets(items: Sequence[Item], limit: int = PACKET_BYTES) -> list[byt
 
 def decode_packet(raw: bytes) -> list[Item]:
     """The items of a packet (or of a single-item message, the older framing)."""
+    return [item for _, item in decode_tagged(raw, 0)]
+
+
+def decode_tagged(raw: bytes, offset: int) -> list[tuple[Tag, Item]]:
+    """The items of a packet at `offset` with their tags; an untagged item (from the sequencer) is `(offset, index)`."""
     data: dict[str, Any] = orjson.loads(raw)
-    if "items" in data:
-        return [_item(entry) for entry in data["items"]]
-    return [_item(data)]
+    entries = data.get("items", [data])
+    return [(tuple(e["tag"]) if "tag" in e else (offset, index), _item(e)) for index, e in enumerate(entries)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.broker import Broker, answers, down, up
 
@@ -114,12 +116,34 @@ class Deployment:
         raise RuntimeError("the worker did not come up within 90 s")
 
 
+def delete_topics(bootstrap: str, prefixes: tuple[str, ...]) -> int:
+    """Delete a test's topics (its prefix and its app's changelogs), so a long-lived local broker stays small."""
+
+    async def run() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            names = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+            if names:
+                await admin.delete_topics(names)
+            return len(names)
+        finally:
+            await admin.close()
+
+    try:
+        return asyncio.run(asyncio.wait_for(run(), 60))
+    except Exception:  # cleanup only: a broker the test stopped or broke has nothing to clean
+        return 0
+
+
 @pytest.fixture
-def deployment(kafka: str, tmp_path: Path) -> Deployment:
+def deployment(kafka: str, tmp_path: Path) -> Iterator[Deployment]:
     tag = uuid.uuid4().hex[:8]
     config = tmp_path / "riskguard.yaml"
     config.write_text(f"kafka: {{topic_prefix: 't{tag}.', partitions: 4}}\n", encoding="utf-8")
-    return Deployment(kafka, config, f"rg-test-{tag}", tmp_path)
+    yield Deployment(kafka, config, f"rg-test-{tag}", tmp_path)
+    if os.environ.get("RISKGUARD_TEST_KEEP_TOPICS") != "1":  # 1: keep them for a post-mortem
+        delete_topics(kafka, (f"t{tag}.", f"rg-test-{tag}"))
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
