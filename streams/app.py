@@ -190,28 +190,75 @@ class _Refetched:
         self.timestamp = record.timestamp / 1000.0 if record.timestamp else 0.0
 
 
-def guard_acks(app: faust.App) -> None:
+def guard_acks(app: faust.App, streams: set[str]) -> None:
     """Never let Faust commit a message that no agent handled in the current consumer generation.
 
     Faust's stream skips a message fetched before a rebalance (older generation, or flow control
     suspended) and ACKS it, so the next commit moves past it and it is never delivered again: after
     a worker is killed, the rebalance that follows its session timeout dropped the first few
     messages of every partition (seen as a gap between `#applied` and the first offset delivered).
-    Here such an ack marks the message done without making its offset committable; Faust seeks
-    every partition back to its committed offset after the rebalance, so the message comes again,
-    and the levels skip whatever they had already applied.
+    Here such an ack marks the message done without making its offset committable.
+
+    The message must then come again. Faust seeks every partition back to its committed offset
+    before it resumes the streams after a rebalance, but aiokafka's seek leaves a partition where
+    it is when the group has committed nothing (or 0) for it: a message skipped there was lost
+    until a later one on the same partition exposed the gap, and with none coming (an ordered
+    publisher waits for it) the pipeline stalled. So partitions of the `streams` topics without a
+    committed offset are sought back to their first offset as well.
     """
     consumer = app.consumer
     ack = consumer.ack
+    seek_to_committed = consumer.seek_to_committed
+    logged: set[tuple[Any, int]] = set()
 
     def guarded(message: Any) -> bool:
         if message.generation_id != app.consumer_generation_id or not app.flow_control.is_active():
             message.acked = True
             consumer._unacked_messages.discard(message)
+            if (message.tp, message.generation_id) not in logged:
+                logged.add((message.tp, message.generation_id))  # once per partition and generation
+                log.info(
+                    "ack_withheld",
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    generation=message.generation_id,
+                    current=app.consumer_generation_id,
+                )
             return False
         return bool(ack(message))
 
+    async def rewinding() -> Any:
+        committed = await seek_to_committed()
+        bare = sorted((tp for tp, offset in committed.items() if not offset and tp.topic in streams), key=str)
+        if bare:
+            first = await consumer.earliest_offsets(*bare)
+            for tp in bare:
+                await consumer.seek(tp, first.get(tp) or 0)
+            log.info("uncommitted_partitions_rewound", partitions=[f"{tp.topic}[{tp.partition}]" for tp in bare])
+        return committed
+
     consumer.ack = guarded  # type: ignore[method-assign]
+    consumer.seek_to_committed = rewinding  # type: ignore[method-assign]
+
+
+def acknowledge_below(app: faust.App, tp: Any, end: int, generation: int) -> None:
+    """Make every offset of `tp` below `end` committable: records read past the stream, now durable.
+
+    A gap fill reads what Faust's stream skipped with a consumer of its own, so Faust never saw
+    those offsets acked; its commit stops at the first hole and would stay there. Called once the
+    filled records are handled and durable; a rebalance in between makes it a no-op (the next
+    assignment starts from the committed offset again).
+    """
+    consumer = app.consumer
+    if generation != app.consumer_generation_id or tp not in consumer.assignment():
+        return
+    index, acked = consumer._acked_index[tp], consumer._acked[tp]
+    for offset in range(consumer._committed_offset.get(tp) or 0, end):
+        if offset not in index:
+            index.add(offset)
+            acked.append(offset)
+            consumer._n_acked += 1
 
 
 class CleanStop:
@@ -268,7 +315,6 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
     if settings.store.startswith("rocksdb") and CleanStop(appdir).arm(Path(app.conf.tabledir)):
         log.warning("unclean_stop_local_tables_dropped", tabledir=str(app.conf.tabledir))
     install_faust_sensor(app, metrics.registry)
-    guard_acks(app)
     n = settings.partitions
 
     def topic(logical: str, partitions: int | None = None) -> faust.TopicT:
@@ -286,6 +332,7 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
     outputs = {name: topic(name) for name in ("decisions", "halts", "events", "rebalance_runs", "deadletter")}
     internal = {name: topic(name) for name in ("sequenced", "level2", "level1", "level3")}
     by_kafka_name = {topics.name(name): name for name in inputs}
+    guard_acks(app, {t.get_topic_name() for t in (*inputs.values(), *internal.values())})
 
     sequencer_stats: Counter[str] = Counter()
     control_check = control_checker(config)
@@ -369,7 +416,7 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
 
     app.on_partitions_revoked.connect(forget_started)
 
-    async def with_skipped(events: list[Any]) -> list[Any]:
+    async def with_skipped(events: list[Any], filled: list[tuple[Any, int, int]]) -> list[Any]:
         """The batch, preceded by any input its stream skipped since the committed offset (see `guard_acks`).
 
         What lies between the committed offset and the first message delivered was either sequenced
@@ -381,20 +428,24 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
             tp = event.message.tp
             if tp not in started:
                 started.add(tp)
-                start = app.consumer._committed_offset.get(tp) or 0
-                if event.message.offset > start:
+                start = app.consumer._committed_offset.get(tp)  # None before the seek: it comes again after
+                if start is not None and event.message.offset > start:
                     missing = await read_range(settings.bootstrap, tp.topic, tp.partition, start, event.message.offset)
                     log.warning("input_gap_filled", stage="sequencer", topic=tp.topic, first=start, count=len(missing))
                     metrics.gap_filled("sequencer", len(missing))
                     out += [_Refetched(rec) for rec in missing]
+                    filled.append((tp, event.message.offset, event.message.generation_id))
             out.append(event)
         return out
 
     @app.agent(app.topic(*inputs_names(inputs, topics), key_serializer="raw", value_serializer="raw"), name="sequencer")
     async def sequencer(stream: Any) -> None:
         async for events in batches(stream, settings.batch_max, settings.batch_window_ms / 1000.0):
-            await sequence(await with_skipped(events))
+            filled: list[tuple[Any, int, int]] = []
+            await sequence(await with_skipped(events, filled))
             await app.producer.flush()  # the sequenced packets are in Kafka before the inputs are acked
+            for tp, end, generation in filled:
+                acknowledge_below(app, tp, end, generation)
 
     scans: dict[int, asyncio.Task[set[bytes]]] = {}
     output_names = [topics.name(name) for name in outputs]
@@ -429,6 +480,11 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
     @app.timer(interval=5.0)
     async def consumer_lag() -> None:
         metrics.replace_lags(faust_lags(app))
+        for tp, acked in list(app.consumer._acked.items()):
+            committed = app.consumer._committed_offset.get(tp)
+            if acked and committed is not None and min(acked) - committed > 1:
+                first = min(acked)  # a hole at the head: Faust commits nothing more for this partition
+                log.warning("commit_blocked", topic=tp.topic, partition=tp.partition, committed=committed, first=first)
 
     _register_web(app, config, registry, sequencer_stats, metrics, inputs["control"], n)
     return app
@@ -525,7 +581,8 @@ def _level_agent(
         hw = high.get(partition)
         records = [(e.message.offset, e.value, e.message.headers) for e in events]
         expected = applied.get(partition, -1) + 1
-        if records[0][0] > expected >= 0:
+        filled = records[0][0] > expected >= 0
+        if filled:
             # The stream skipped messages (Faust drops what it fetched before a rebalance): read them here.
             missing = await read_range(settings.bootstrap, source.get_topic_name(), partition, expected, records[0][0])
             log.warning("input_gap_filled", stage=level, partition=partition, first=expected, count=len(missing))
@@ -567,6 +624,9 @@ def _level_agent(
             await app.producer.flush()
         store(partition, events[-1], stage, keys, last)
         await app.producer.flush()
+        if filled:
+            first = events[0].message
+            acknowledge_below(app, first.tp, first.offset, first.generation_id)
 
     async def agent(stream: Any) -> None:
         async for events in batches(stream, settings.batch_max):
