@@ -34,7 +34,7 @@ import shutil
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ import orjson
 import structlog
 from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
+from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from schemas.config import Config
@@ -55,6 +56,7 @@ from streams.core.stages import AccountStage, Item, MarketStage, Output, Portfol
 from streams.kafka_io import read_range, sent_markers
 from streams.logs import log_output
 from streams.metrics import Metrics, faust_lags, install_faust_sensor
+from streams.offsets import CommitGate, Refetched
 from streams.tape import BadMessage, SecurityRefusal, decode_value, load_json, security_event
 from streams.tape import dead_letter as make_dead_letter
 from streams.topology import SEQ_HEADER, SRC_HEADER, Topics, decode_tagged, encode_packets
@@ -66,6 +68,7 @@ _SOURCES = {"market": "sequenced", "account": "level2", "symbol": "level1", "por
 _SINKS = {"market": "level2", "account": "level1", "symbol": "level3", "portfolio": None}
 T0_HEADER = "rg-t0"  # wall-clock ms of the oldest input in a packet: decision latency only, never decisions
 SENT_DEPTH = 50_000  # records per output partition a level reads back when it takes a partition over
+WATCH_INTERVAL_S = 2.0  # how often agents look for partitions whose stream brings nothing below the end
 
 
 @dataclass(frozen=True)
@@ -176,91 +179,6 @@ async def batches(stream: Any, limit: int, window_s: float = 0.0) -> AsyncIterat
         batch, waited = [], False
 
 
-class _Refetched:
-    """An input record read past the stream, shaped like the Faust event the sequencer handles."""
-
-    def __init__(self, record: Any) -> None:
-        self.value = record.value
-        self.key = record.key
-        self.message = self
-        self.topic = record.topic
-        self.partition = record.partition
-        self.offset = record.offset
-        self.headers = list(record.headers or ())
-        self.timestamp = record.timestamp / 1000.0 if record.timestamp else 0.0
-
-
-def guard_acks(app: faust.App, streams: set[str]) -> None:
-    """Never let Faust commit a message that no agent handled in the current consumer generation.
-
-    Faust's stream skips a message fetched before a rebalance (older generation, or flow control
-    suspended) and ACKS it, so the next commit moves past it and it is never delivered again: after
-    a worker is killed, the rebalance that follows its session timeout dropped the first few
-    messages of every partition (seen as a gap between `#applied` and the first offset delivered).
-    Here such an ack marks the message done without making its offset committable.
-
-    The message must then come again. Faust seeks every partition back to its committed offset
-    before it resumes the streams after a rebalance, but aiokafka's seek leaves a partition where
-    it is when the group has committed nothing (or 0) for it: a message skipped there was lost
-    until a later one on the same partition exposed the gap, and with none coming (an ordered
-    publisher waits for it) the pipeline stalled. So partitions of the `streams` topics without a
-    committed offset are sought back to their first offset as well.
-    """
-    consumer = app.consumer
-    ack = consumer.ack
-    seek_to_committed = consumer.seek_to_committed
-    logged: set[tuple[Any, int]] = set()
-
-    def guarded(message: Any) -> bool:
-        if message.generation_id != app.consumer_generation_id or not app.flow_control.is_active():
-            message.acked = True
-            consumer._unacked_messages.discard(message)
-            if (message.tp, message.generation_id) not in logged:
-                logged.add((message.tp, message.generation_id))  # once per partition and generation
-                log.info(
-                    "ack_withheld",
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    generation=message.generation_id,
-                    current=app.consumer_generation_id,
-                )
-            return False
-        return bool(ack(message))
-
-    async def rewinding() -> Any:
-        committed = await seek_to_committed()
-        bare = sorted((tp for tp, offset in committed.items() if not offset and tp.topic in streams), key=str)
-        if bare:
-            first = await consumer.earliest_offsets(*bare)
-            for tp in bare:
-                await consumer.seek(tp, first.get(tp) or 0)
-            log.info("uncommitted_partitions_rewound", partitions=[f"{tp.topic}[{tp.partition}]" for tp in bare])
-        return committed
-
-    consumer.ack = guarded  # type: ignore[method-assign]
-    consumer.seek_to_committed = rewinding  # type: ignore[method-assign]
-
-
-def acknowledge_below(app: faust.App, tp: Any, end: int, generation: int) -> None:
-    """Make every offset of `tp` below `end` committable: records read past the stream, now durable.
-
-    A gap fill reads what Faust's stream skipped with a consumer of its own, so Faust never saw
-    those offsets acked; its commit stops at the first hole and would stay there. Called once the
-    filled records are handled and durable; a rebalance in between makes it a no-op (the next
-    assignment starts from the committed offset again).
-    """
-    consumer = app.consumer
-    if generation != app.consumer_generation_id or tp not in consumer.assignment():
-        return
-    index, acked = consumer._acked_index[tp], consumer._acked[tp]
-    for offset in range(consumer._committed_offset.get(tp) or 0, end):
-        if offset not in index:
-            index.add(offset)
-            acked.append(offset)
-            consumer._n_acked += 1
-
-
 class CleanStop:
     """The marker of a worker that stopped cleanly; without it, local table files are not trusted."""
 
@@ -332,7 +250,7 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
     outputs = {name: topic(name) for name in ("decisions", "halts", "events", "rebalance_runs", "deadletter")}
     internal = {name: topic(name) for name in ("sequenced", "level2", "level1", "level3")}
     by_kafka_name = {topics.name(name): name for name in inputs}
-    guard_acks(app, {t.get_topic_name() for t in (*inputs.values(), *internal.values())})
+    gate = CommitGate(app, {t.get_topic_name() for t in (*inputs.values(), *internal.values())})
 
     sequencer_stats: Counter[str] = Counter()
     control_check = control_checker(config)
@@ -409,43 +327,76 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
                 )
                 headers[partition] = []  # sequence numbers travel once, on the first packet
 
-    started: set[Any] = set()  # input partitions whose first message since the last assignment was checked
+    position: dict[Any, int] = {}  # per input partition: the next offset to sequence in this assignment
+    sequencing = asyncio.Lock()  # the stream and the watchdog take turns
 
-    async def forget_started(*_: Any, **__: Any) -> None:
-        started.clear()
+    async def forget_positions(*_: Any, **__: Any) -> None:
+        position.clear()
 
-    app.on_partitions_revoked.connect(forget_started)
+    app.on_partitions_revoked.connect(forget_positions)
 
-    async def with_skipped(events: list[Any], filled: list[tuple[Any, int, int]]) -> list[Any]:
-        """The batch, preceded by any input its stream skipped since the committed offset (see `guard_acks`).
+    async def fill(stage: str, tp: Any, first: int, end: int) -> list[Refetched]:
+        """What the stream did not hand over between `first` and `end`, read directly (see `streams.offsets`)."""
+        missing = await read_range(settings.bootstrap, tp.topic, tp.partition, first, end)
+        log.warning(
+            "input_gap_filled", stage=stage, topic=tp.topic, partition=tp.partition, first=first, count=len(missing)
+        )
+        metrics.gap_filled(stage, len(missing))
+        return [Refetched(rec) for rec in missing]
 
-        What lies between the committed offset and the first message delivered was either sequenced
-        already (sequencing it again is the at-least-once duplicate the levels ignore) or skipped by
-        Faust at a rebalance (sequencing it is what keeps it from being lost).
+    async def sequence_in_order(events: list[Any], upto: dict[Any, int] | None = None) -> None:
+        """Sequence each input partition's events from its position on, filling gaps; then report them handled.
+
+        An event below the position was sequenced already in this assignment (skipped); one above it
+        means the stream skipped something (Faust drops what it fetched before a rebalance or a
+        seek), read here. Before Faust has sought a partition its events are left: they come again.
+        `upto` (the watchdog) asks for every partition in it to be read up to that offset.
         """
+        generation = gate.current()
         out: list[Any] = []
         for event in events:
-            tp = event.message.tp
-            if tp not in started:
-                started.add(tp)
-                start = app.consumer._committed_offset.get(tp)  # None before the seek: it comes again after
-                if start is not None and event.message.offset > start:
-                    missing = await read_range(settings.bootstrap, tp.topic, tp.partition, start, event.message.offset)
-                    log.warning("input_gap_filled", stage="sequencer", topic=tp.topic, first=start, count=len(missing))
-                    metrics.gap_filled("sequencer", len(missing))
-                    out += [_Refetched(rec) for rec in missing]
-                    filled.append((tp, event.message.offset, event.message.generation_id))
+            message = event.message
+            tp = message.tp
+            at = position.get(tp, gate.start(tp))
+            if at is None or message.generation_id != generation or message.offset < at:
+                continue
+            if message.offset > at:
+                out += await fill("sequencer", tp, at, message.offset)
             out.append(event)
-        return out
+            position[tp] = message.offset + 1
+        for tp, end in sorted((upto or {}).items(), key=str):
+            at = position.get(tp, gate.start(tp))
+            if at is not None and end > at:
+                out += await fill("sequencer", tp, at, end)
+                position[tp] = end
+        if not out:
+            return
+        await sequence(out)
+        await app.producer.flush()  # the sequenced packets are in Kafka before the offsets may be committed
+        for tp in {e.message.tp for e in out} | set(upto or ()):
+            if tp in position:
+                gate.handled(tp, position[tp], generation)
 
     @app.agent(app.topic(*inputs_names(inputs, topics), key_serializer="raw", value_serializer="raw"), name="sequencer")
     async def sequencer(stream: Any) -> None:
         async for events in batches(stream, settings.batch_max, settings.batch_window_ms / 1000.0):
-            filled: list[tuple[Any, int, int]] = []
-            await sequence(await with_skipped(events, filled))
-            await app.producer.flush()  # the sequenced packets are in Kafka before the inputs are acked
-            for tp, end, generation in filled:
-                acknowledge_below(app, tp, end, generation)
+            async with sequencing:
+                await sequence_in_order(events)
+
+    async def watch_inputs() -> None:
+        """Read what sits below an input partition's end while its stream brings nothing (see `CommitGate`)."""
+        if not gate.ready():
+            return
+        due: dict[Any, int] = {}
+        for tp in sorted(app.consumer.assignment(), key=str):
+            if tp.topic in by_kafka_name:
+                at = position.get(tp, gate.start(tp))
+                end = gate.end(tp)
+                if at is not None and gate.stalled(("sequencer", tp), at, end) and end is not None:
+                    due[tp] = end
+        if due:
+            async with sequencing:
+                await sequence_in_order([], {tp: end for tp, end in due.items() if gate.ready()})
 
     scans: dict[int, asyncio.Task[set[bytes]]] = {}
     output_names = [topics.name(name) for name in outputs]
@@ -464,6 +415,7 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
     app.on_partitions_revoked.connect(forget_scans)
 
     registry: dict[str, Callable[[int], Any]] = {}
+    watchdogs: list[Callable[[], Awaitable[None]]] = [watch_inputs]
     for level in LEVELS:
         registry[level] = _level_agent(
             app,
@@ -475,16 +427,19 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
             already_sent,
             metrics,
             settings,
+            gate,
+            fill,
+            watchdogs,
         )
 
     @app.timer(interval=5.0)
     async def consumer_lag() -> None:
         metrics.replace_lags(faust_lags(app))
-        for tp, acked in list(app.consumer._acked.items()):
-            committed = app.consumer._committed_offset.get(tp)
-            if acked and committed is not None and min(acked) - committed > 1:
-                first = min(acked)  # a hole at the head: Faust commits nothing more for this partition
-                log.warning("commit_blocked", topic=tp.topic, partition=tp.partition, committed=committed, first=first)
+
+    @app.timer(interval=WATCH_INTERVAL_S)
+    async def watchdog() -> None:
+        for watch in watchdogs:
+            await watch()
 
     _register_web(app, config, registry, sequencer_stats, metrics, inputs["control"], n)
     return app
@@ -504,6 +459,9 @@ def _level_agent(
     already_sent: Callable[[int], Any],
     metrics: Metrics,
     settings: WorkerSettings,
+    gate: CommitGate,
+    fill: Callable[[str, Any, int, int], Awaitable[list[Refetched]]],
+    watchdogs: list[Callable[[], Awaitable[None]]],
 ) -> Callable[[int], Any]:
     """One level's agent: apply each partition's items once, publish what they produced, then store.
 
@@ -513,7 +471,7 @@ def _level_agent(
     2. publish the outputs (minus those a predecessor already sent for the same item, `rg-src`) and
        forward the produced items, tagged, to the next level; wait for the broker to have them;
     3. write the touched keys and `#applied` (offset and last tag) to the table; wait for the changelog;
-    4. only then is the batch acknowledged, so its offset can be committed.
+    4. only then is the offset reported handled (`CommitGate`), so it can be committed.
     A crash between 2 and 3 makes the level redo the batch from its previous state: its forwards carry
     the same tags (skipped by the next level) and its outputs the same markers (not sent again).
     """
@@ -523,6 +481,9 @@ def _level_agent(
     high: dict[int, Tag | None] = {}
     sent: dict[int, set[bytes]] = {}
     dump: Callable[..., dict[str, Any]] = DUMPERS[level]
+    reached: dict[int, int] = {}  # per partition: the next offset to handle in this assignment
+    handling = asyncio.Lock()  # the stream and the watchdog take turns
+    topic_name = source.get_topic_name()
     load = LOADERS[level]
 
     def stage_for(partition: int) -> Any:
@@ -545,6 +506,7 @@ def _level_agent(
 
     async def on_revoked(*_: Any, **__: Any) -> None:
         stages.clear()
+        reached.clear()
         applied.clear()
         high.clear()
         sent.clear()
@@ -566,11 +528,30 @@ def _level_agent(
         table[prefix + APPLIED] = applied_value(offset, high.get(partition))
         applied[partition] = offset
 
-    async def handle(partition: int, events: list[Any]) -> None:
+    async def handle(partition: int, events: list[Any], generation: int, upto: int | None = None) -> None:
+        """Apply the partition's events from its position on, reading any gap the stream left (and up to `upto`)."""
         stage = stage_for(partition)
         if partition not in sent:
             sent[partition] = await already_sent(partition)
         seen = sent[partition]
+        tp = TP(topic_name, partition)
+        at = max(reached.get(partition, 0), applied.get(partition, -1) + 1)
+        records: list[tuple[int, Any, Any]] = []
+        anchor = events[-1] if events else None  # Faust picks the table's partition from it
+        for event in events:
+            message = event.message
+            if message.offset < at:
+                metrics.duplicate(level)  # redelivered after a crash or rebalance: already applied
+                continue
+            if message.offset > at:
+                records += [(r.offset, r.value, r.headers) for r in await fill(level, tp, at, message.offset)]
+            records.append((message.offset, event.value, message.headers))
+            at = message.offset + 1
+        if upto is not None and upto > at:
+            missing = await fill(level, tp, at, upto)
+            records += [(r.offset, r.value, r.headers) for r in missing]
+            anchor = anchor or (missing[-1] if missing else None)
+            at = upto
         keys: set[str] = set()
         results: list[tuple[Output, bytes]] = []
         forwarded: list[Item] = []
@@ -579,19 +560,7 @@ def _level_agent(
         oldest = None
         before = Counter(stage.stats)
         hw = high.get(partition)
-        records = [(e.message.offset, e.value, e.message.headers) for e in events]
-        expected = applied.get(partition, -1) + 1
-        filled = records[0][0] > expected >= 0
-        if filled:
-            # The stream skipped messages (Faust drops what it fetched before a rebalance): read them here.
-            missing = await read_range(settings.bootstrap, source.get_topic_name(), partition, expected, records[0][0])
-            log.warning("input_gap_filled", stage=level, partition=partition, first=expected, count=len(missing))
-            metrics.gap_filled(level, len(missing))
-            records = [(r.offset, r.value, r.headers) for r in missing] + records
         for offset, value, headers in records:
-            if offset <= applied.get(partition, -1):
-                metrics.duplicate(level)  # redelivered after a crash or rebalance: already applied
-                continue
             items, skipped, hw = fresh(decode_tagged(value, offset), hw)
             for _ in range(skipped):
                 metrics.duplicate(level)  # forwarded again by an upstream level that redid a batch
@@ -605,37 +574,60 @@ def _level_agent(
             for name, stamp in headers or ():
                 if name == T0_HEADER:
                     oldest = int(stamp) if oldest is None else min(oldest, int(stamp))
-        if last is None:
-            return
-        high[partition] = hw
-        metrics.stage_counts(level, Counter(stage.stats) - before)
-        for output, marker in results:
-            if marker in seen:
-                metrics.duplicate(level)  # sent before a crash, for an item applied again now
-                continue
-            await send_output(output, partition, marker)
-            if oldest and isinstance(output.value, Decision):
-                metrics.latency(max(time.time() - oldest / 1000.0, 0.0))
-        if sink is not None and forwarded:
-            t0 = [(T0_HEADER, str(oldest).encode())] if oldest else []
-            for packet in encode_packets(forwarded, tags=tags):
-                await sink.send(key=None, value=packet, partition=partition, headers=t0, force=True)
-        if results or forwarded:
+        if last is not None and anchor is not None:
+            high[partition] = hw
+            metrics.stage_counts(level, Counter(stage.stats) - before)
+            for output, marker in results:
+                if marker in seen:
+                    metrics.duplicate(level)  # sent before a crash, for an item applied again now
+                    continue
+                await send_output(output, partition, marker)
+                if oldest and isinstance(output.value, Decision):
+                    metrics.latency(max(time.time() - oldest / 1000.0, 0.0))
+            if sink is not None and forwarded:
+                t0 = [(T0_HEADER, str(oldest).encode())] if oldest else []
+                for packet in encode_packets(forwarded, tags=tags):
+                    await sink.send(key=None, value=packet, partition=partition, headers=t0, force=True)
+            if results or forwarded:
+                await app.producer.flush()
+            store(partition, anchor, stage, keys, last)
             await app.producer.flush()
-        store(partition, events[-1], stage, keys, last)
-        await app.producer.flush()
-        if filled:
-            first = events[0].message
-            acknowledge_below(app, first.tp, first.offset, first.generation_id)
+        reached[partition] = at
+        gate.handled(tp, at, generation)
 
     async def agent(stream: Any) -> None:
         async for events in batches(stream, settings.batch_max):
+            generation = gate.current()
             by_partition: dict[int, list[Any]] = {}
             for event in events:
-                by_partition.setdefault(event.message.partition, []).append(event)
-            for partition in sorted(by_partition):
-                await handle(partition, by_partition[partition])
+                if event.message.generation_id == generation and gate.ready():  # else it comes again
+                    by_partition.setdefault(event.message.partition, []).append(event)
+            async with handling:
+                for partition in sorted(by_partition):
+                    await handle(partition, by_partition[partition], generation)
 
+    async def watch() -> None:
+        """Read what sits below a partition's end while the stream brings nothing (see `CommitGate`)."""
+        if not gate.ready():
+            return
+        generation = gate.current()
+        due: dict[int, int] = {}
+        for tp in sorted(app.consumer.assignment(), key=str):
+            if tp.topic != topic_name:
+                continue
+            at = reached.get(tp.partition)
+            if at is None:
+                at = applied[tp.partition] + 1 if tp.partition in applied else gate.start(tp)
+            end = gate.end(tp)
+            if at is not None and end is not None and gate.stalled((level, tp), at, end):
+                due[tp.partition] = end
+        if due:
+            async with handling:
+                for partition in sorted(due):
+                    if gate.ready() and gate.current() == generation:
+                        await handle(partition, [], generation, upto=due[partition])
+
+    watchdogs.append(watch)
     app.agent(source, name=f"level-{level}")(agent)
     return stage_for
 

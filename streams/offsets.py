@@ -1,0 +1,140 @@
+"""Which offsets the worker may commit: only what its agents handled and made durable (SPEC §8).
+
+Faust commits from its own ack bookkeeping, and three of its behaviours lost or stalled messages in
+the crash tests (docs/reliability.md, bugs A and D):
+- its stream skips a message fetched before a rebalance (older generation, or flow control
+  suspended) and acks it, so the commit moved past a message no agent had seen;
+- its `_new_offset` lets one unacked offset at the head be committed past (`min(acked) - committed
+  > 1`, with `committed` the next offset to read);
+- its fetcher drops a record below the last offset it read, a mark it resets only after the seek to
+  the committed offsets returns, so records fetched again right after the seek could vanish.
+And aiokafka's seek to the committed offset leaves a partition where it is when the group has
+committed nothing (or 0) for it.
+
+`CommitGate` takes the commit decision away from the acks for the topics the agents consume: the
+offset Faust commits for such a partition is the one its agent reported with `handled` (everything
+below it applied and in Kafka) in the current consumer generation, never more. A message skipped by
+the stream therefore comes again after the next seek, or is read directly: the agents keep a
+position per partition, fill any gap between it and what the stream hands them (`read_range`), and
+a watchdog (`stalled`) fills what sits below the partition's end while the stream brings nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+import structlog
+from faust.types import TP
+
+log = structlog.get_logger("riskguard.worker")
+
+
+class Refetched:
+    """A record read past the stream, shaped like the Faust event an agent handles."""
+
+    def __init__(self, record: Any) -> None:
+        self.value = record.value
+        self.key = record.key
+        self.message = self
+        self.topic = record.topic
+        self.partition = record.partition
+        self.offset = record.offset
+        self.tp = TP(record.topic, record.partition)
+        self.headers = list(record.headers or ())
+        self.timestamp = record.timestamp / 1000.0 if record.timestamp else 0.0
+
+
+class CommitGate:
+    """The commit offsets of the `managed` topics' partitions, from the agents' own progress."""
+
+    def __init__(self, app: faust.App, managed: set[str]) -> None:
+        self.app = app
+        self.managed = managed
+        self.consumer = consumer = app.consumer
+        self.generation = -1  # the consumer generation whose partitions were last sought
+        self.starts: dict[TP, int] = {}  # where each partition was sought to in that generation
+        self.done: dict[TP, int] = {}  # per partition: every offset below is handled and durable
+        self.idle: dict[Any, int] = {}  # watchdog: the position seen at the previous tick
+        self._seek_to_committed = consumer.seek_to_committed
+        self._new_offset = consumer._new_offset
+        consumer.seek_to_committed = self.seek_to_committed  # type: ignore[method-assign]
+        consumer._new_offset = self.new_offset  # type: ignore[method-assign]
+        app.on_partitions_revoked.connect(self.forget)
+
+    def current(self) -> int:
+        return int(self.app.consumer_generation_id)
+
+    def start(self, tp: TP) -> int | None:
+        """Where `tp` was sought to in the current generation; None until Faust has sought it."""
+        if self.generation != self.current():
+            return None
+        return self.starts.get(tp)
+
+    def ready(self) -> bool:
+        """Partitions sought in the current generation and flow active: agents may fill and watch."""
+        return self.generation == self.current() and bool(self.app.flow_control.is_active())
+
+    def handled(self, tp: TP, end: int, generation: int) -> None:
+        """Every offset of `tp` below `end` is handled and durable (a no-op after a rebalance)."""
+        if generation != self.current() or tp not in self.consumer.assignment():
+            return
+        if end > self.done.get(tp, -1):
+            self.done[tp] = end
+            self.consumer._acked.setdefault(tp, [])  # Faust offers only partitions with an ack entry for commit
+
+    def new_offset(self, tp: TP) -> int | None:
+        if tp.topic not in self.managed:
+            return self._new_offset(tp)  # type: ignore[no-any-return]
+        self.consumer._acked[tp].clear()  # Faust's acks say nothing here; keep them from piling up
+        self.consumer._acked_index[tp].clear()
+        self.consumer._gap.pop(tp, None)
+        return self.done.get(tp)
+
+    async def seek_to_committed(self) -> Any:
+        generation = self.current()
+        committed = await self._seek_to_committed()
+        # Faust's fetcher drops records below the last offset read, and resets that mark only after
+        # this returns: done here, before any other await, so records fetched again are kept.
+        read = self.consumer._read_offset
+        for tp, offset in committed.items():
+            read[tp] = offset if offset is not None and offset >= 0 else None
+        bare = sorted((tp for tp, offset in committed.items() if not offset and tp.topic in self.managed), key=str)
+        first: dict[Any, int] = {}
+        if bare:
+            first = dict(await self.consumer.earliest_offsets(*bare))
+            for tp in bare:
+                await self.consumer.seek(tp, first.get(tp) or 0)
+            log.info("uncommitted_partitions_rewound", partitions=[f"{tp.topic}[{tp.partition}]" for tp in bare])
+        if generation == self.current():
+            self.starts = {
+                tp: int(offset) if offset else int(first.get(tp) or 0)
+                for tp, offset in committed.items()
+                if tp.topic in self.managed
+            }
+            self.done = {}
+            self.generation = generation
+        return committed
+
+    async def forget(self, *_: Any, **__: Any) -> None:
+        self.starts.clear()
+        self.done.clear()
+        self.idle.clear()
+        self.generation = -1
+
+    def stalled(self, key: Any, position: int, end: int | None) -> bool:
+        """Watchdog, called once per tick: `position` is below `end` and has not moved since the last tick."""
+        if end is None or position >= end:
+            self.idle.pop(key, None)
+            return False
+        seen = self.idle.get(key)
+        self.idle[key] = position
+        return seen == position
+
+    def end(self, tp: TP) -> int | None:
+        """The partition's end as the consumer last saw it (the last stable offset under transactions)."""
+        try:
+            value = self.consumer.highwater(tp)
+        except Exception:  # not assigned any more
+            return None
+        return int(value) if value is not None else None
