@@ -17,9 +17,10 @@ Effectively-once, by design rather than by Faust's transactions (`streams.core.f
 - a redelivered offset at or below `#applied` is skipped, and so is an item whose tag (where it came
   from in `risk.sequenced`) is at or below the last one applied: what an upstream level forwarded
   again after it crashed;
-- outputs and forwards are in Kafka before the table writes, and those before the batch is acked, so
-  a crash loses nothing; a batch done again sends no output that a marker (`rg-src`) on the output
-  partition shows was already sent;
+- outputs and forwards are in Kafka before the table writes, and those before the offset is reported
+  handled, the only way it becomes committable (`streams.offsets.CommitGate`), so a crash loses
+  nothing; a batch done again sends no output that a marker (`rg-src`) on the output partition shows
+  was already sent; a gap the stream leaves is read directly, never jumped;
 - after an unclean stop (no clean-stop marker) the local RocksDB files are dropped and the tables
   are rebuilt from their changelogs, a consistent prefix, instead of trusting local files that may
   be ahead of (or, after Faust's changelog catch-up, mixed with) what Kafka holds.
@@ -69,6 +70,7 @@ _SINKS = {"market": "level2", "account": "level1", "symbol": "level3", "portfoli
 T0_HEADER = "rg-t0"  # wall-clock ms of the oldest input in a packet: decision latency only, never decisions
 SENT_DEPTH = 50_000  # records per output partition a level reads back when it takes a partition over
 WATCH_INTERVAL_S = 2.0  # how often agents look for partitions whose stream brings nothing below the end
+WATCH_FILL_MAX = 5_000  # records per partition the watchdog reads in one go (the rest at the next ticks)
 
 
 @dataclass(frozen=True)
@@ -393,7 +395,7 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
                 at = position.get(tp, gate.start(tp))
                 end = gate.end(tp)
                 if at is not None and gate.stalled(("sequencer", tp), at, end) and end is not None:
-                    due[tp] = end
+                    due[tp] = min(end, at + WATCH_FILL_MAX)
         if due:
             async with sequencing:
                 await sequence_in_order([], {tp: end for tp, end in due.items() if gate.ready()})
@@ -620,7 +622,7 @@ def _level_agent(
                 at = applied[tp.partition] + 1 if tp.partition in applied else gate.start(tp)
             end = gate.end(tp)
             if at is not None and end is not None and gate.stalled((level, tp), at, end):
-                due[tp.partition] = end
+                due[tp.partition] = min(end, at + WATCH_FILL_MAX)
         if due:
             async with handling:
                 for partition in sorted(due):
