@@ -38,13 +38,15 @@ test: lint
 # lines) go to out/reliability.log. Serial on purpose: the figures are timings. Takes well over half an hour.
 RELIABILITY_EVENTS ?= 100000
 RELIABILITY_CYCLES ?= 5
+# RELIABILITY_EXACTLY_ONCE=0 skips the exactly_once variants of tests 1-3.
+RELIABILITY_EXACTLY_ONCE ?= 1
 test-reliability: install
 	@mkdir -p out; rm -f out/reliability.log; started=0; \
 	if ! $(BIN)/python -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1',$(KAFKA_TEST_PORT))))"; then \
 		$(BIN)/riskguard kafka up --port $(KAFKA_TEST_PORT) && started=1; \
 	fi; \
 	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_TEST_PORT) RISKGUARD_CRASH_EVENTS=$(RELIABILITY_EVENTS) \
-	RISKGUARD_CRASH_CYCLES=$(RELIABILITY_CYCLES) RISKGUARD_CRASH_EXACTLY_ONCE=1 RISKGUARD_RELIABILITY_OUT=out/reliability.log \
+	RISKGUARD_CRASH_CYCLES=$(RELIABILITY_CYCLES) RISKGUARD_CRASH_EXACTLY_ONCE=$(RELIABILITY_EXACTLY_ONCE) RISKGUARD_RELIABILITY_OUT=out/reliability.log \
 	$(BIN)/pytest -q -rA --durations=0 tests/integration/test_crash.py tests/integration/test_reliability.py \
 		tests/integration/test_security.py \
 		"tests/integration/test_pipeline_parity.py::test_poison_pills_when_published_then_dead_lettered_with_origin_and_later_events_decided" \

@@ -379,8 +379,11 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
             if tp in position:
                 gate.handled(tp, position[tp], generation)
 
+    streams_of: dict[str, Any] = {}  # agent name -> its stream, for the watchdog's `busy`
+
     @app.agent(app.topic(*inputs_names(inputs, topics), key_serializer="raw", value_serializer="raw"), name="sequencer")
     async def sequencer(stream: Any) -> None:
+        streams_of["sequencer"] = stream
         async for events in batches(stream, settings.batch_max, settings.batch_window_ms / 1000.0):
             async with sequencing:
                 await sequence_in_order(events)
@@ -390,11 +393,12 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
         if not gate.ready():
             return
         due: dict[Any, int] = {}
+        busy = "sequencer" in streams_of and not streams_of["sequencer"].channel.empty()
         for tp in sorted(app.consumer.assignment(), key=str):
             if tp.topic in by_kafka_name:
                 at = position.get(tp, gate.start(tp))
                 end = gate.end(tp)
-                if at is not None and gate.stalled(("sequencer", tp), at, end) and end is not None:
+                if at is not None and gate.stalled(("sequencer", tp), at, end, busy) and end is not None:
                     due[tp] = min(end, at + WATCH_FILL_MAX)
         if due:
             async with sequencing:
@@ -597,7 +601,10 @@ def _level_agent(
         reached[partition] = at
         gate.handled(tp, at, generation)
 
+    streams_of: list[Any] = []  # the agent's stream, for the watchdog's `busy`
+
     async def agent(stream: Any) -> None:
+        streams_of[:] = [stream]
         async for events in batches(stream, settings.batch_max):
             generation = gate.current()
             by_partition: dict[int, list[Any]] = {}
@@ -614,6 +621,7 @@ def _level_agent(
             return
         generation = gate.current()
         due: dict[int, int] = {}
+        busy = any(not stream.channel.empty() for stream in streams_of)
         for tp in sorted(app.consumer.assignment(), key=str):
             if tp.topic != topic_name:
                 continue
@@ -621,7 +629,7 @@ def _level_agent(
             if at is None:
                 at = applied[tp.partition] + 1 if tp.partition in applied else gate.start(tp)
             end = gate.end(tp)
-            if at is not None and end is not None and gate.stalled((level, tp), at, end):
+            if at is not None and end is not None and gate.stalled((level, tp), at, end, busy):
                 due[tp.partition] = min(end, at + WATCH_FILL_MAX)
         if due:
             async with handling:

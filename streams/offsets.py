@@ -122,9 +122,13 @@ class CommitGate:
         self.idle.clear()
         self.generation = -1
 
-    def stalled(self, key: Any, position: int, end: int | None) -> bool:
-        """Watchdog, called once per tick: `position` is below `end` and has not moved since the last tick."""
-        if end is None or position >= end:
+    def stalled(self, key: Any, position: int, end: int | None, busy: bool = False) -> bool:
+        """Watchdog, called once per tick: `position` is below `end` and has not moved since the last tick.
+
+        `busy` (the agent's stream has messages waiting) means the missing records may be among them:
+        a saturated agent is slow, not stalled, and reading past its stream would only add work.
+        """
+        if end is None or position >= end or busy:
             self.idle.pop(key, None)
             return False
         seen = self.idle.get(key)

@@ -160,3 +160,12 @@ def test_end_when_partition_not_assigned_then_unknown() -> None:
     app.consumer.ends[tp] = 12
     assert gate.end(tp) == 12
     assert gate.end(TP(BARS, 5)) is None
+
+
+def test_watchdog_when_the_agent_has_messages_waiting_then_slow_not_stalled() -> None:
+    tp = TP(BARS, 0)
+    _, gate = _gate({tp: 0})
+    assert not gate.stalled("k", 5, 9, busy=True)
+    assert not gate.stalled("k", 5, 9, busy=True)  # unmoved, but its stream still has work queued
+    assert not gate.stalled("k", 5, 9)  # the queue ran dry: one tick more before reading past it
+    assert gate.stalled("k", 5, 9)
