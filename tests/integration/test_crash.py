@@ -426,6 +426,12 @@ def _compare(expected: dict[str, Any], got: dict[str, Any]) -> dict[str, int]:
     }
 
 
+def _assert_as_replay(expected: dict[str, Any], got: dict[str, Any], diff: dict[str, int], duplicates: int) -> None:
+    """Every decision of the replay recorded once, with the same contents; none other."""
+    assert diff == {"missing": 0, "extra": 0, "mismatched": 0}, _first_difference(expected, got)
+    assert duplicates == 0
+
+
 def _first_difference(expected: dict[str, Any], got: dict[str, Any]) -> str:
     for key in sorted(expected.keys() | got.keys()):
         if expected.get(key) != got.get(key):
@@ -490,8 +496,7 @@ def test_worker_killed_9_at_20_50_80_percent_when_restarted_then_no_decision_mis
         **diff,
     )
     assert unclean == 3  # every restart took the unclean-stop path: local tables dropped, changelogs replayed
-    assert diff == {"missing": 0, "extra": 0, "mismatched": 0}, _first_difference(expected, got)
-    assert duplicates == 0
+    _assert_as_replay(expected, got, diff, duplicates)
 
 
 # -- 2. a third worker joins and leaves while the tape flows ---------------------------------------
@@ -544,8 +549,7 @@ def test_third_worker_when_added_and_terminated_repeatedly_mid_tape_then_no_deci
         **diff,
     )
     assert alive
-    assert diff == {"missing": 0, "extra": 0, "mismatched": 0}, _first_difference(expected, got)
-    assert duplicates == 0
+    _assert_as_replay(expected, got, diff, duplicates)
 
 
 # -- 3. broker kill -9 and restart mid-stream ------------------------------------------------------
@@ -643,8 +647,7 @@ def test_broker_killed_9_and_restarted_mid_stream_then_worker_recovers_alone_wit
     assert started.startswith("started") and new_pid != old_pid
     assert starts == 2  # `up` returned only once the new process had logged its start, not on the old line
     assert alive, "the worker exited when the broker went away"
-    assert diff == {"missing": 0, "extra": 0, "mismatched": 0}, _first_difference(expected, got)
-    assert duplicates == 0
+    _assert_as_replay(expected, got, diff, duplicates)
 
 
 # -- 4. state loss: the local RocksDB directory deleted --------------------------------------------
@@ -695,8 +698,7 @@ def test_rocksdb_datadir_when_deleted_after_clean_stop_then_tables_rebuilt_from_
     assert before == r.replayed_views(first)
     assert views_equal, _first_difference(before, after)
     assert final == r.replayed_views(r.tape), _first_difference(r.replayed_views(r.tape), final)
-    assert diff == {"missing": 0, "extra": 0, "mismatched": 0}, _first_difference(expected, got)
-    assert duplicates == 0
+    _assert_as_replay(expected, got, diff, duplicates)
 
 
 # -- 5. reprocessing from the earliest offsets -----------------------------------------------------
