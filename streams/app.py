@@ -356,28 +356,35 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
         """
         generation = gate.current()
         out: list[Any] = []
+        moved: dict[Any, int] = {}  # the new positions, kept only once the batch is in Kafka
+
+        def at(tp: Any) -> int | None:
+            return moved.get(tp, position.get(tp, gate.start(tp)))
+
         for event in events:
             message = event.message
             tp = message.tp
-            at = position.get(tp, gate.start(tp))
-            if at is None or message.generation_id != generation or message.offset < at:
+            start = at(tp)
+            if start is None or message.generation_id != generation or message.offset < start:
                 continue
-            if message.offset > at:
-                out += await fill("sequencer", tp, at, message.offset)
+            if message.offset > start:
+                out += await fill("sequencer", tp, start, message.offset)
             out.append(event)
-            position[tp] = message.offset + 1
+            moved[tp] = message.offset + 1
         for tp, end in sorted((upto or {}).items(), key=str):
-            at = position.get(tp, gate.start(tp))
-            if at is not None and end > at:
-                out += await fill("sequencer", tp, at, end)
-                position[tp] = end
-        if not out:
+            start = at(tp)
+            if start is not None and end > start:
+                out += await fill("sequencer", tp, start, end)
+                moved[tp] = end
+        if not moved:
             return
         await sequence(out)
         await app.producer.flush()  # the sequenced packets are in Kafka before the offsets may be committed
-        for tp in {e.message.tp for e in out} | set(upto or ()):
-            if tp in position:
-                gate.handled(tp, position[tp], generation)
+        if generation != gate.current():
+            return  # revoked meanwhile: the next assignment starts from the committed offsets
+        position.update(moved)
+        for tp, end in moved.items():
+            gate.handled(tp, end, generation)
 
     streams_of: dict[str, Any] = {}  # agent name -> its stream, for the watchdog's `busy`
 
