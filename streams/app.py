@@ -70,6 +70,7 @@ _SINKS = {"market": "level2", "account": "level1", "symbol": "level3", "portfoli
 T0_HEADER = "rg-t0"  # wall-clock ms of the oldest input in a packet: decision latency only, never decisions
 SENT_DEPTH = 50_000  # records per output partition a level reads back when it takes a partition over
 WATCH_INTERVAL_S = 2.0  # how often agents look for partitions whose stream brings nothing below the end
+READY_WAIT_S = 0.05  # how long a batch in hand waits for an event the stream already has queued
 WATCH_FILL_MAX = 5_000  # records per partition the watchdog reads in one go (the rest at the next ticks)
 
 
@@ -162,23 +163,43 @@ async def batches(stream: Any, limit: int, window_s: float = 0.0) -> AsyncIterat
     No waiting for a batch to fill beyond `window_s` (once, when the stream runs dry): an event that
     arrives alone is handled alone (latency); under load the queue is never empty and batches grow
     (throughput). The acks come after the consumer of a batch returns, never on the way out of a
-    cancelled or failed batch, so a committed offset always stands for work that is durable.
+    cancelled or failed batch.
+
+    The next event is always awaited in a task of its own, and a batch in hand never waits for it for
+    long: when a rebalance starts, Faust suspends the streams and waits until every event they handed
+    out is acked, so a batch held while waiting for one more event would never be acked, and the
+    worker would never finish the rebalance (seen in the add/remove test: every agent idle, Faust
+    logging `wait_empty` for 15 minutes, the group stuck rebalancing).
     """
     manual = stream.noack()
     channel = stream.channel
-    batch: list[Any] = []
-    waited = False
-    async for event in manual.events():
-        batch.append(event)
-        if len(batch) < limit and channel.empty() and window_s > 0 and not waited:
-            waited = True
-            await asyncio.sleep(window_s)
-        if len(batch) < limit and not channel.empty():
-            continue
-        yield batch
-        for done in batch:
-            await manual.ack(done)
-        batch, waited = [], False
+    events = manual.events().__aiter__()
+    ahead: asyncio.Future[Any] = asyncio.ensure_future(events.__anext__())
+    try:
+        while True:
+            try:
+                batch = [await ahead]  # nothing in hand while this waits
+            except StopAsyncIteration:
+                return
+            ahead = asyncio.ensure_future(events.__anext__())
+            waited = False
+            while len(batch) < limit:
+                if not ahead.done():
+                    if channel.empty() and (waited or window_s <= 0):
+                        break
+                    waited = waited or channel.empty()
+                    await asyncio.wait({ahead}, timeout=window_s if channel.empty() else READY_WAIT_S)
+                    if not ahead.done():
+                        break
+                if ahead.exception() is not None:
+                    break  # raised again by `await ahead` once this batch is handled
+                batch.append(ahead.result())
+                ahead = asyncio.ensure_future(events.__anext__())
+            yield batch
+            for done in batch:
+                await manual.ack(done)
+    finally:
+        ahead.cancel()
 
 
 class CleanStop:
