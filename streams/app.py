@@ -70,6 +70,7 @@ _SINKS = {"market": "level2", "account": "level1", "symbol": "level3", "portfoli
 T0_HEADER = "rg-t0"  # wall-clock ms of the oldest input in a packet: decision latency only, never decisions
 SENT_DEPTH = 50_000  # records per output partition a level reads back when it takes a partition over
 WATCH_INTERVAL_S = 2.0  # how often agents look for partitions whose stream brings nothing below the end
+READY_WAIT_S = 0.05  # how long a batch in hand waits for an event the stream already has queued
 WATCH_FILL_MAX = 5_000  # records per partition the watchdog reads in one go (the rest at the next ticks)
 
 
@@ -162,23 +163,43 @@ async def batches(stream: Any, limit: int, window_s: float = 0.0) -> AsyncIterat
     No waiting for a batch to fill beyond `window_s` (once, when the stream runs dry): an event that
     arrives alone is handled alone (latency); under load the queue is never empty and batches grow
     (throughput). The acks come after the consumer of a batch returns, never on the way out of a
-    cancelled or failed batch, so a committed offset always stands for work that is durable.
+    cancelled or failed batch.
+
+    The next event is always awaited in a task of its own, and a batch in hand never waits for it for
+    long: when a rebalance starts, Faust suspends the streams and waits until every event they handed
+    out is acked, so a batch held while waiting for one more event would never be acked, and the
+    worker would never finish the rebalance (seen in the add/remove test: every agent idle, Faust
+    logging `wait_empty` for 15 minutes, the group stuck rebalancing).
     """
     manual = stream.noack()
     channel = stream.channel
-    batch: list[Any] = []
-    waited = False
-    async for event in manual.events():
-        batch.append(event)
-        if len(batch) < limit and channel.empty() and window_s > 0 and not waited:
-            waited = True
-            await asyncio.sleep(window_s)
-        if len(batch) < limit and not channel.empty():
-            continue
-        yield batch
-        for done in batch:
-            await manual.ack(done)
-        batch, waited = [], False
+    events = manual.events().__aiter__()
+    ahead: asyncio.Future[Any] = asyncio.ensure_future(events.__anext__())
+    try:
+        while True:
+            try:
+                batch = [await ahead]  # nothing in hand while this waits
+            except StopAsyncIteration:
+                return
+            ahead = asyncio.ensure_future(events.__anext__())
+            waited = False
+            while len(batch) < limit:
+                if not ahead.done():
+                    if channel.empty() and (waited or window_s <= 0):
+                        break
+                    waited = waited or channel.empty()
+                    await asyncio.wait({ahead}, timeout=window_s if channel.empty() else READY_WAIT_S)
+                    if not ahead.done():
+                        break
+                if ahead.exception() is not None:
+                    break  # raised again by `await ahead` once this batch is handled
+                batch.append(ahead.result())
+                ahead = asyncio.ensure_future(events.__anext__())
+            yield batch
+            for done in batch:
+                await manual.ack(done)
+    finally:
+        ahead.cancel()
 
 
 class CleanStop:
@@ -356,28 +377,35 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
         """
         generation = gate.current()
         out: list[Any] = []
+        moved: dict[Any, int] = {}  # the new positions, kept only once the batch is in Kafka
+
+        def at(tp: Any) -> int | None:
+            return moved.get(tp, position.get(tp, gate.start(tp)))
+
         for event in events:
             message = event.message
             tp = message.tp
-            at = position.get(tp, gate.start(tp))
-            if at is None or message.generation_id != generation or message.offset < at:
+            start = at(tp)
+            if start is None or message.generation_id != generation or message.offset < start:
                 continue
-            if message.offset > at:
-                out += await fill("sequencer", tp, at, message.offset)
+            if message.offset > start:
+                out += await fill("sequencer", tp, start, message.offset)
             out.append(event)
-            position[tp] = message.offset + 1
+            moved[tp] = message.offset + 1
         for tp, end in sorted((upto or {}).items(), key=str):
-            at = position.get(tp, gate.start(tp))
-            if at is not None and end > at:
-                out += await fill("sequencer", tp, at, end)
-                position[tp] = end
-        if not out:
+            start = at(tp)
+            if start is not None and end > start:
+                out += await fill("sequencer", tp, start, end)
+                moved[tp] = end
+        if not moved:
             return
         await sequence(out)
         await app.producer.flush()  # the sequenced packets are in Kafka before the offsets may be committed
-        for tp in {e.message.tp for e in out} | set(upto or ()):
-            if tp in position:
-                gate.handled(tp, position[tp], generation)
+        if generation != gate.current():
+            return  # revoked meanwhile: the next assignment starts from the committed offsets
+        position.update(moved)
+        for tp, end in moved.items():
+            gate.handled(tp, end, generation)
 
     streams_of: dict[str, Any] = {}  # agent name -> its stream, for the watchdog's `busy`
 

@@ -11,8 +11,9 @@ Every client made here authenticates and encrypts as `streams.security` reads fr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import IO, Any
 
 import orjson
@@ -325,6 +326,19 @@ async def _nothing_committed(reader: AIOKafkaConsumer, tp: TopicPartition, start
     return False
 
 
+@contextlib.asynccontextmanager
+async def _reader(bootstrap: str, security: KafkaSecurity | None) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started read_committed consumer without a group (assign and seek by hand); stopped on the way out."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed", **_auth(security)
+    )
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
 async def sent_markers(
     bootstrap: str,
     kafka_topics: Iterable[str],
@@ -339,12 +353,8 @@ async def sent_markers(
     A level that takes over a partition reads what its predecessor already sent, so a batch it
     applies again after a crash does not publish the same output twice (`streams.app`).
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed", **_auth(security)
-    )
-    await consumer.start()
     found: set[bytes] = set()
-    try:
+    async with _reader(bootstrap, security) as consumer:
         parts = [TopicPartition(t, partition) for t in kafka_topics if partition in await _partitions(consumer, t)]
         if not parts:
             return found
@@ -370,8 +380,6 @@ async def sent_markers(
             for tp in list(todo):
                 if await consumer.position(tp) >= ends[tp]:
                     todo.discard(tp)
-    finally:
-        await consumer.stop()
     return found
 
 
@@ -386,15 +394,11 @@ async def read_range(
 ) -> list[Any]:
     """The records at offsets `start` (inclusive) to `end` (exclusive) of one partition, in order.
 
-    A level agent reads what its stream did not deliver (Faust skips messages fetched before a
-    rebalance), so a gap between what it applied and what it is handed is filled, never jumped.
+    An agent reads what its stream did not deliver (Faust skips messages fetched before a rebalance
+    or a seek), so a gap between its position and what it is handed is filled, never jumped.
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed", **_auth(security)
-    )
-    await consumer.start()
     found: list[Any] = []
-    try:
+    async with _reader(bootstrap, security) as consumer:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         first = (await consumer.beginning_offsets([tp]))[tp]  # older records may be gone (retention)
@@ -405,6 +409,4 @@ async def read_range(
                 raise TimeoutError(f"could not read {topic}[{partition}] offsets {start}..{end - 1}")
             batches = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
             found += [rec for recs in batches.values() for rec in recs if rec.offset < end]
-    finally:
-        await consumer.stop()
     return found
