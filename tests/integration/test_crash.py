@@ -60,35 +60,18 @@ pytestmark = pytest.mark.integration
 EVENTS = int(os.environ.get("RISKGUARD_CRASH_EVENTS", "6000"))
 CYCLES = int(os.environ.get("RISKGUARD_CRASH_CYCLES", "2"))
 SESSION_TIMEOUT = float(os.environ.get("RISKGUARD_CRASH_SESSION_TIMEOUT", "10"))
-# The exactly_once variants are known failures (see EXACTLY_ONCE_FAILS) and cost minutes each (the publisher
-# waits 120 s for a pipeline that does not move): they run with RISKGUARD_CRASH_EXACTLY_ONCE=1, which
+# The exactly_once variants cost minutes each: they run with RISKGUARD_CRASH_EXACTLY_ONCE=1, which
 # `make test-reliability` sets, or whenever RISKGUARD_CRASH_EVENTS is above the default.
 RUN_EXACTLY_ONCE = os.environ.get("RISKGUARD_CRASH_EXACTLY_ONCE", "1" if EVENTS > 6000 else "0") == "1"
-EXACTLY_ONCE_FAILS = (
-    "Faust exactly_once cannot carry this topology. faust/transport/consumer.py `send` puts each message in the "
-    "transaction of its DESTINATION (topic group, partition) -- transactional_id f'{app}-{group}-{p}' -- while "
-    "`commit` commits each SOURCE partition's offsets in that source's transaction. The sequencer copies every bar "
-    "of the 1-partition market.bars topic to all 4 risk.sequenced partitions, so its output is never atomic with "
-    "its input, and a partition with no account input never commits at all. Evidence (6041-event tape): "
-    "(a) no crash, 1 worker: all 506 records of risk.sequenced partition 2 are aborted (read_committed reads 0; "
-    "the group never commits that partition; level-market changelog p2 stays empty); "
-    "(b) kill -9 x3: 140 decisions differ from replay (e.g. `heat`), 2 missing, 3 extra, 1 twice on a "
-    "read_committed consumer; after the 3rd restart level-account's stage of partition 3 was rebuilt without "
-    "account A003 (its next signal: DENY equity_unknown) although the committed changelog held A003; "
-    "(c) two workers: the pipeline never moves (publish: 'the sequencer did not reach line 60 within 120 s'; "
-    "Faust logs 'Exception in begin_transaction ... IN_TRANSACTION -> IN_TRANSACTION'); "
-    "(d) broker kill -9 + restart: the pipeline does not resume (publish: 'the sequencer did not reach line 3142 "
-    "within 120 s'); at 100,024 events the worker crashes: Faust's ProducerBuffer raises IllegalOperation(\"Can't "
-    'send messages while not in transaction") once the broker is back; at_least_once resumes in about 16 s. '
-    "At 100,024 events, kill -9 x3 left 20 decision ids twice on a read_committed consumer."
-)
 
 
 def _guarantees(at_least_once_fails: str | None = None) -> list[Any]:
     alo: list[Any] = [pytest.mark.xfail(strict=False, reason=at_least_once_fails)] if at_least_once_fails else []
-    eos: list[Any] = [pytest.mark.xfail(strict=False, reason=EXACTLY_ONCE_FAILS)]
+    # exactly_once was a known failure up to session 5 (Faust's transactions do not fit this topology, see
+    # docs/reliability.md); since the commits come from the agents' own progress it passes like at_least_once.
+    eos: list[Any] = []
     if not RUN_EXACTLY_ONCE:
-        eos.append(pytest.mark.skip(reason="exactly_once is a known failure (xfail); RISKGUARD_CRASH_EXACTLY_ONCE=1"))
+        eos.append(pytest.mark.skip(reason="minutes per test; RISKGUARD_CRASH_EXACTLY_ONCE=1 runs it"))
     return [pytest.param("at_least_once", marks=alo), pytest.param("exactly_once", marks=eos)]
 
 
@@ -102,7 +85,6 @@ ROUTES = {
 # Generous for a busy 2-core box: published --ordered, the pipeline ran 350-500 events/s here; a restart after
 # kill -9 rebuilds the tables from changelogs at about 2,000 records/s (141 s at 80 % of 100,000 events).
 BUDGET = 180.0 + EVENTS / 150.0
-EXACTLY_ONCE_STALL = 300.0  # the exactly_once variants stall for good (EXACTLY_ONCE_FAILS): give up sooner
 UNCLEAN = b"unclean_stop_local_tables_dropped"
 
 
@@ -148,7 +130,7 @@ class Run:
     @property
     def stall(self) -> float:
         """How long any one wait may take: the publisher at a change of topic, a progress or drain wait."""
-        return BUDGET if self.guarantee == "at_least_once" else min(BUDGET, EXACTLY_ONCE_STALL)
+        return BUDGET
 
     @property
     def topics(self) -> Topics:
