@@ -220,7 +220,12 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
 async def ensure_topics(
     topics: Topics, bootstrap: str, partitions: int, security: KafkaSecurity | None = None
 ) -> list[str]:
-    """Create the input and output topics that do not exist yet (bars: one partition, the market clock)."""
+    """Create the input, output and internal topics that do not exist yet (bars: one partition, the market clock).
+
+    The internal topics (`risk.sequenced`, `risk.level*`) too: Faust creates them itself at start-up, but
+    a consumer group assigned before they exist leaves them unassigned until the next metadata refresh
+    (5 min), and the level agents that read them sit idle (seen once in a clean-clone `make test`).
+    """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **_auth(security))
@@ -240,6 +245,10 @@ async def ensure_topics(
                 "events",
                 "rebalance_runs",
                 "deadletter",
+                "sequenced",
+                "level2",
+                "level1",
+                "level3",
             )
             if topics.name(name) not in existing
         ]
