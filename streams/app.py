@@ -420,14 +420,9 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
         """Read what sits below an input partition's end while its stream brings nothing (see `CommitGate`)."""
         if not gate.ready():
             return
-        due: dict[Any, int] = {}
         busy = "sequencer" in streams_of and not streams_of["sequencer"].channel.empty()
-        for tp in sorted(app.consumer.assignment(), key=str):
-            if tp.topic in by_kafka_name:
-                at = position.get(tp, gate.start(tp))
-                end = gate.end(tp)
-                if at is not None and gate.stalled(("sequencer", tp), at, end, busy) and end is not None:
-                    due[tp] = min(end, at + WATCH_FILL_MAX)
+        mine = [tp for tp in app.consumer.assignment() if tp.topic in by_kafka_name]
+        due = gate.overdue("sequencer", {tp: position.get(tp, gate.start(tp)) for tp in mine}, busy, WATCH_FILL_MAX)
         if due:
             async with sequencing:
                 await sequence_in_order([], {tp: end for tp, end in due.items() if gate.ready()})
@@ -648,22 +643,20 @@ def _level_agent(
         if not gate.ready():
             return
         generation = gate.current()
-        due: dict[int, int] = {}
         busy = any(not stream.channel.empty() for stream in streams_of)
-        for tp in sorted(app.consumer.assignment(), key=str):
-            if tp.topic != topic_name:
-                continue
-            at = reached.get(tp.partition)
-            if at is None:
-                at = applied[tp.partition] + 1 if tp.partition in applied else gate.start(tp)
-            end = gate.end(tp)
-            if at is not None and end is not None and gate.stalled((level, tp), at, end, busy):
-                due[tp.partition] = min(end, at + WATCH_FILL_MAX)
+
+        def position(tp: Any) -> int | None:
+            if tp.partition in reached:
+                return reached[tp.partition]
+            return applied[tp.partition] + 1 if tp.partition in applied else gate.start(tp)
+
+        mine = [tp for tp in app.consumer.assignment() if tp.topic == topic_name]
+        due = gate.overdue(level, {tp: position(tp) for tp in mine}, busy, WATCH_FILL_MAX)
         if due:
             async with handling:
-                for partition in sorted(due):
+                for tp, end in due.items():
                     if gate.ready() and gate.current() == generation:
-                        await handle(partition, [], generation, upto=due[partition])
+                        await handle(tp.partition, [], generation, upto=end)
 
     watchdogs.append(watch)
     app.agent(source, name=f"level-{level}")(agent)

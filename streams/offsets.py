@@ -77,8 +77,8 @@ class CommitGate:
 
     def handled(self, tp: TP, end: int, generation: int) -> None:
         """Every offset of `tp` below `end` is handled and durable (a no-op after a rebalance)."""
-        if generation != self.current() or tp not in self.consumer.assignment():
-            return
+        if generation != self.current() or generation != self.generation:
+            return  # an older generation, or revoked since (the next assignment is sought anew)
         if end > self.done.get(tp, -1):
             self.done[tp] = end
             self.consumer._acked.setdefault(tp, [])  # Faust offers only partitions with an ack entry for commit
@@ -134,6 +134,19 @@ class CommitGate:
         seen = self.idle.get(key)
         self.idle[key] = position
         return seen == position
+
+    def overdue(self, key: str, positions: dict[TP, int | None], busy: bool, most: int) -> dict[TP, int]:
+        """Watchdog: the partitions of `positions` stalled below their end, each with the offset to read up to.
+
+        Called once per tick by an agent with its position per assigned partition (None: not known yet)
+        and whether its stream has messages waiting; at most `most` records per partition per tick.
+        """
+        due: dict[TP, int] = {}
+        for tp, at in sorted(positions.items(), key=str):
+            end = self.end(tp)
+            if at is not None and end is not None and self.stalled((key, tp), at, end, busy):
+                due[tp] = min(end, at + most)
+        return due
 
     def end(self, tp: TP) -> int | None:
         """The partition's end as the consumer last saw it (the last stable offset under transactions)."""

@@ -169,3 +169,12 @@ def test_watchdog_when_the_agent_has_messages_waiting_then_slow_not_stalled() ->
     assert not gate.stalled("k", 5, 9, busy=True)  # unmoved, but its stream still has work queued
     assert not gate.stalled("k", 5, 9)  # the queue ran dry: one tick more before reading past it
     assert gate.stalled("k", 5, 9)
+
+
+def test_overdue_when_a_partition_stays_below_its_end_then_read_up_to_the_end_at_most_the_limit() -> None:
+    near, far, unknown = TP(BARS, 0), TP(BARS, 1), TP(BARS, 2)
+    app, gate = _gate({near: 0, far: 0, unknown: 0})
+    app.consumer.ends.update({near: 10, far: 90_000, unknown: 5})
+    positions: dict[TP, int | None] = {near: 4, far: 0, unknown: None}
+    assert gate.overdue("k", positions, busy=False, most=5_000) == {}  # first sight
+    assert gate.overdue("k", positions, busy=False, most=5_000) == {near: 10, far: 5_000}
