@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.base import EventTime, Finite, InputModel, Name, NonNegativeFinite, PositiveFinite
+from schemas.base import (
+    Fee,
+    Id,
+    InputModel,
+    InputTime,
+    Money,
+    Params,
+    Price,
+    Quantity,
+    Signature,
+    SignedMoney,
+    Symbol,
+    Volume,
+    Weight,
+)
 
 
 class Side(StrEnum):
@@ -31,13 +45,13 @@ class Command(StrEnum):
 class Bar(InputModel):
     """One OHLCV bar of a symbol; the market clock of the guards."""
 
-    symbol: Name
-    ts: EventTime
-    open: PositiveFinite
-    high: PositiveFinite
-    low: PositiveFinite
-    close: PositiveFinite
-    volume: NonNegativeFinite = 0.0
+    symbol: Symbol
+    ts: InputTime
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Volume = 0.0
 
     @model_validator(mode="after")
     def _ohlc_consistent(self) -> Bar:
@@ -52,15 +66,15 @@ class Bar(InputModel):
 class Fill(InputModel):
     """An execution report; repeated fill ids are ignored."""
 
-    fill_id: Name
-    account: Name
-    symbol: Name
+    fill_id: Id
+    account: Id
+    symbol: Symbol
     side: Side
-    qty: PositiveFinite
-    price: PositiveFinite
-    ts: EventTime
-    fee: NonNegativeFinite = 0.0
-    decision_id: Name | None = None
+    qty: Quantity
+    price: Price
+    ts: InputTime
+    fee: Fee = 0.0
+    decision_id: Id | None = None
 
     @property
     def signed_qty(self) -> float:
@@ -70,16 +84,16 @@ class Fill(InputModel):
 class Signal(InputModel):
     """A strategy's wish for one symbol: exactly one of target_notional, target_weight, direction."""
 
-    signal_id: Name
-    account: Name
-    symbol: Name
-    ts: EventTime
-    strategy: Name = "default"
-    price: PositiveFinite | None = None
-    target_notional: Finite | None = None
-    target_weight: Finite | None = None
+    signal_id: Id
+    account: Id
+    symbol: Symbol
+    ts: InputTime
+    strategy: Id = "default"
+    price: Price | None = None
+    target_notional: SignedMoney | None = None
+    target_weight: Weight | None = None
     direction: Direction | None = None
-    atr: PositiveFinite | None = None
+    atr: Price | None = None
 
     @model_validator(mode="after")
     def _exactly_one_target(self) -> Signal:
@@ -94,24 +108,24 @@ class Signal(InputModel):
 class Equity(InputModel):
     """Account equity (incl. open P&L), optional balance (closed P&L only) and cash."""
 
-    account: Name
-    ts: EventTime
-    equity: NonNegativeFinite
-    balance: NonNegativeFinite | None = None
-    cash: Finite | None = None
+    account: Id
+    ts: InputTime
+    equity: Money
+    balance: Money | None = None
+    cash: SignedMoney | None = None
 
 
 class Control(InputModel):
     """A signed operator command (SPEC §8)."""
 
     command: Command
-    account: Name
-    ts: EventTime
-    issued_by: Name
-    nonce: Name
-    expires_at: EventTime
-    params: dict[str, Any] = Field(default_factory=dict)
-    signature: str | None = None
+    account: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^(\*|[A-Za-z0-9_.:@/#+=~-]+)$")]
+    ts: InputTime
+    issued_by: Id
+    nonce: Id
+    expires_at: InputTime
+    params: Params = Field(default_factory=dict)
+    signature: Signature | None = None
 
 
 InputTopic = Literal["bars", "fills", "signals", "equity", "control"]

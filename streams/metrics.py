@@ -81,6 +81,12 @@ class Metrics:
             registry=r,
         )
         self.out_of_order = Counter(f"{p}_out_of_order", "Out-of-order events ignored, by level", ["level"], registry=r)
+        self.level_errors = Counter(
+            f"{p}_level_errors",
+            "Items a level raised on: dead-lettered, the account failed closed (SPEC §8), by level",
+            ["level"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             f"{p}_consumer_lag", "Messages behind the high-water mark", ["topic", "partition"], registry=r
         )
@@ -106,6 +112,7 @@ class Metrics:
         for level in LEVELS:
             self.duplicates.labels(level=level)
             self.out_of_order.labels(level=level)
+            self.level_errors.labels(level=level)
         for topic in INPUTS:
             self.dead_letters.labels(topic=topic)
         for state in TradingState:
@@ -163,6 +170,10 @@ class Metrics:
     def dead_letter(self, topic: str) -> None:
         """Count a dead letter the shell wrote itself; `topic` is the logical source (e.g. `signals`)."""
         self.dead_letters.labels(topic=topic).inc()
+
+    def level_error(self, level: str) -> None:
+        """Count one item a level raised on (contained: dead-lettered, the account failed closed)."""
+        self.level_errors.labels(level=level).inc()
 
     def duplicate(self, level: str) -> None:
         """Count one redelivered event a level skipped (offset at or below its applied offset)."""

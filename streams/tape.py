@@ -158,6 +158,12 @@ def read_events(
         yield TapeEvent(number, topic, key, value)
 
 
+def _item_text(event: TapeEvent) -> str:
+    """The envelope of a line that a level failed on, as its dead letter keeps it."""
+    value = event.value.model_dump(mode="json")
+    return orjson.dumps({"topic": event.topic, "key": event.key, "value": value}).decode()
+
+
 def encode(output: Output) -> bytes:
     """One output envelope as a JSON line (deterministic bytes)."""
     return (
@@ -181,6 +187,10 @@ def replay(
             if isinstance(ts, int):
                 last_ts = ts
             outputs = engine.process(item.topic, item.value)
+            for failure in engine.take_failures():
+                engine.count("dead_letters")
+                source = DeadLetterSource(line=item.line)
+                outputs.append(dead_letter(source, item.key, _item_text(item), failure.error, format_ts(last_ts)))
         else:
             number, raw, error, security = item
             engine.count("dead_letters")
@@ -192,7 +202,11 @@ def replay(
             sink.write(encode(output))
             if on_output is not None:
                 on_output(output)
-    for output in engine.finish():
+    finished = engine.finish()
+    for failure in engine.take_failures():
+        engine.count("dead_letters")
+        finished.append(dead_letter(DeadLetterSource(), None, "", failure.error, format_ts(last_ts)))
+    for output in finished:
         sink.write(encode(output))
         if on_output is not None:
             on_output(output)

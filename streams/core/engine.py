@@ -1,21 +1,31 @@
 """The guard engine: input events in order in, decisions / halts / events out (SPEC §6, §7).
 
 The engine runs the four level stages of `stages.py` one after the other on each event — Level 2
-market, Level 1 account, Level 3 symbol, Level 4 portfolio — exactly as the Faust agents do over
-Kafka, one agent per level. It reads no clock and does no I/O; `riskguard replay`, `verify`, `gen`
-and the tests all call it.
+market, Level 1 account, Level 3 symbol, Level 4 portfolio — through a `Chain`, the same object the
+Faust worker runs for each partition of the sequenced log. It reads no clock and does no I/O;
+`riskguard replay`, `verify`, `gen` and the tests all call it.
+
+Containment (SPEC §8): an exception raised while a level handles an item never leaves the chain. The
+item is reported as a `LevelFailure` (the shell dead-letters it with its origin), a `level_error`
+RiskEvent is published and counted, and the account concerned fails closed: HALTED with reason
+`internal_error`, flattened, lifted by the next reset or a signed RESUME. A market-wide item that
+fails is reported and counted; every other account goes on.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from schemas.base import InputModel
 from schemas.config import Config
+from schemas.outputs import RiskEvent
 from streams.core import account as l1
 from streams.core.controls import check_signature
+from streams.core.ids import stable_id
 from streams.core.positions import Position
 from streams.core.stages import (
     AccountStage,
@@ -27,7 +37,108 @@ from streams.core.stages import (
     item_for,
 )
 
-__all__ = ["Engine", "Output"]
+__all__ = ["Chain", "Engine", "LevelFailure", "Output"]
+
+LEVELS = ("market", "account", "symbol", "portfolio")
+
+
+@dataclass(frozen=True, slots=True)
+class LevelFailure:
+    """An item a level raised on: dead-lettered by the shell with the item's origin."""
+
+    level: str
+    item: Item
+    error: str
+
+
+@dataclass(slots=True)
+class ChainResult:
+    """What running items through the chain produced."""
+
+    outputs: list[Output] = field(default_factory=list)
+    failures: list[LevelFailure] = field(default_factory=list)
+
+
+Step = Callable[[int, Item, list[Item]], None]
+"""Called after level `index` handled `item` and forwarded `items` (the worker collects touched keys)."""
+
+
+def _ts(item: Item) -> int | None:
+    ts = getattr(item.event, "ts", None)
+    return ts if isinstance(ts, int) else None
+
+
+class Chain:
+    """The level stages in order; each item goes through every later level, failures contained."""
+
+    def __init__(self, stages: Sequence[Any], names: Sequence[str] = LEVELS) -> None:
+        self.stages = tuple(stages)
+        self.names = tuple(names)
+        self.account: AccountStage | None = next((s for s in self.stages if isinstance(s, AccountStage)), None)
+        self.stats: Counter[str] = Counter()
+
+    def run(self, items: list[Item], first: int = 0, step: Step | None = None) -> ChainResult:
+        """Run `items` from level `first` on; returns every output in order and the contained failures."""
+        result = ChainResult()
+        self._run(items, first, step, result, contain=True)
+        return result
+
+    def _run(self, items: list[Item], first: int, step: Step | None, result: ChainResult, contain: bool) -> None:
+        outputs = result.outputs
+        for index in range(first, len(self.stages)):
+            if not items:
+                return  # a level that forwards nothing leaves nothing for the later ones
+            process = self.stages[index].process
+            forwarded: list[Item] = []
+            for item in items:
+                try:
+                    out, more = process(item)
+                except Exception as exc:
+                    self._failed(index, item, exc, step, result, contain)
+                    continue
+                if out:
+                    outputs += out
+                forwarded += more
+                if step is not None:
+                    step(index, item, more)
+            items = forwarded
+
+    def _failed(
+        self, index: int, item: Item, exc: Exception, step: Step | None, result: ChainResult, contain: bool
+    ) -> None:
+        level = self.names[index]
+        error = f"{level}: {type(exc).__name__}: {exc}"[:2000]
+        result.failures.append(LevelFailure(level, item, error))
+        self.stats["level_errors"] += 1
+        ts = _ts(item)
+        account = item.account
+        if ts is None:
+            ts = self.account.clock if self.account is not None else 0
+        result.outputs.append(
+            Output(
+                "events",
+                account,
+                RiskEvent(
+                    event_id=stable_id("evt", "level_error", level, account, item.kind, ts, error),
+                    kind="level_error",
+                    account=account,
+                    ts=ts,
+                    details={"level": level, "kind": item.kind, "error": error},
+                ),
+            )
+        )
+        if account is None or self.account is None or not contain:
+            return  # market-wide: dead-lettered and counted, every account goes on
+        at = self.stages.index(self.account)
+        try:
+            out, more = self.account.fail_closed(account, ts)
+        except Exception as again:
+            result.failures.append(LevelFailure("account", item, f"account: fail_closed: {again}"[:2000]))
+            return
+        result.outputs += out
+        if step is not None:
+            step(at, Item("account", account, None, {}), more)
+        self._run(more, at + 1, step, result, contain=False)  # a failure while flattening is not halted again
 
 
 class Engine:
@@ -41,6 +152,8 @@ class Engine:
         self.symbol = SymbolStage(config)
         self.portfolio = PortfolioStage(config)
         self.stages: tuple[Any, ...] = (self.market, self.account, self.symbol, self.portfolio)
+        self.chain = Chain(self.stages)
+        self.failures: list[LevelFailure] = []
         self._stats: Counter[str] = Counter()
 
     def process(self, topic: str, event: InputModel) -> list[Output]:
@@ -49,28 +162,29 @@ class Engine:
 
     def finish(self) -> list[Output]:
         """End of input: complete the pending bar timestamp of the cluster map."""
-        outputs, items = self.market.finish()
+        try:
+            outputs, items = self.market.finish()
+        except Exception as exc:
+            self.failures.append(LevelFailure("market", Item("finish", None, None), f"market: {exc}"))
+            self.chain.stats["level_errors"] += 1
+            return []
         return outputs + self._run(items, 1)
 
     def _run(self, items: list[Item], first: int) -> list[Output]:
-        outputs: list[Output] = []
-        for stage in self.stages[first:]:
-            if not items:
-                break  # a level that forwards nothing leaves nothing for the later ones
-            process = stage.process
-            forwarded: list[Item] = []
-            for item in items:
-                out, more = process(item)
-                if out:
-                    outputs += out
-                forwarded += more
-            items = forwarded
-        return outputs
+        result = self.chain.run(items, first)
+        self.failures += result.failures
+        return result.outputs
+
+    def take_failures(self) -> list[LevelFailure]:
+        """The failures since the last call (the shell dead-letters them)."""
+        failures, self.failures = self.failures, []
+        return failures
 
     @property
     def stats(self) -> Counter[str]:
-        """Counters of every level plus the shell's own (dead letters)."""
+        """Counters of every level plus the shell's own (dead letters) and the chain's (level errors)."""
         total = Counter(self._stats)
+        total.update(self.chain.stats)
         for stage in self.stages:
             total.update(stage.stats)
         return total

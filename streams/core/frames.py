@@ -63,6 +63,23 @@ def applied_value(at: int, hw: Tag | None) -> bytes:
     return stored(at, orjson.dumps(list(hw)) if hw is not None else b"", None, at)
 
 
+def restore_at(values: Iterable[tuple[str, bytes]], applied: int) -> dict[str, Any]:
+    """Each key's state as of `applied`, the offset the chain's one marker records (see `restore`)."""
+    state: dict[str, Any] = {}
+    for key, raw in values:
+        if key == APPLIED:
+            continue
+        value = committed(raw, applied)
+        if value:
+            state[key] = orjson.loads(value)
+    return state
+
+
+def applied_of(raw: bytes | None) -> int:
+    """The offset an `#applied` marker records (-1: none)."""
+    return frame(raw)[0] if raw is not None else -1
+
+
 def restore(values: Iterable[tuple[str, bytes]]) -> tuple[int, Tag | None, dict[str, Any]]:
     """A partition's applied offset, the tag of its last applied item and each key's state as of then.
 

@@ -393,6 +393,24 @@ class AccountStage(_Level):
         )
         return [*outputs, Output("events", event.account, event)], items
 
+    def fail_closed(self, account: str, ts: int) -> Result:
+        """HALTED with reason `internal_error` after a level failed on the account's item (SPEC §8).
+
+        Lifted like any HALTED: by the next trading-day reset or a signed RESUME; a SHUTDOWN or a
+        HALTED account stays as it is. The account item carries the flatten to Levels 3 and 4.
+        """
+        state = self._account(account)
+        if l1.SEVERITY[state.trading_state] >= l1.SEVERITY["HALTED"]:
+            return [], []
+        rules = self.rules(account)
+        changes = l1.force_state(state, "HALTED", "internal_error", ts, rules.account)
+        outputs, flatten = self._changes(account, changes, rules)
+        notes: dict[str, Any] = {"account": self.view(account).to_json()}
+        if flatten:
+            notes["flatten"] = flatten
+        self._schedule(state)
+        return outputs, [Item("account", account, None, notes)]
+
     def view(self, account: str) -> AccountView:
         state = self.accounts[account]
         rules = self.rules(account)
