@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 lint: install
 	$(BIN)/ruff check streams schemas tests bench
 	$(BIN)/ruff format --check streams schemas tests bench
-	$(BIN)/mypy --strict streams/core schemas
+	$(BIN)/mypy --strict streams/core streams/worker schemas
 
 KAFKA_TEST_PORT ?= 19092
 

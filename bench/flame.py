@@ -126,7 +126,7 @@ def _level(stack: list[Frame]) -> str | None:
     return None
 
 
-_SHELLS = ("_level_agent.<locals>.handle", "build_app.<locals>.sequence")
+_SHELLS = ("PartitionedAgent.handle", "Sequencer.sequence")
 
 
 def where(stack: list[Frame]) -> tuple[str, str]:
@@ -139,7 +139,7 @@ def where(stack: list[Frame]) -> tuple[str, str]:
                 return "sequencer", what
             return _level(stack[i:]) or "level (unknown: shared shell code)", what
     packages = [f.package for f in stack if f.package not in ("python", "ours")]
-    if any(f.qualname.endswith("_level_agent.<locals>.agent") for f in stack):
+    if any(f.qualname.endswith("PartitionedAgent.run") for f in stack):
         return "level agents (batching)", packages[-1] if packages else "python"
     return "runtime", packages[-1] if packages else (stack[-1].func if stack else "?")
 

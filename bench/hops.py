@@ -2,8 +2,8 @@
 
 One worker, one account with equity and bars for 50 symbols; then `--signals` signals, one every `--gap`
 seconds (no other load). Each hop's record carries its producer's timestamp (CreateTime), so the time
-from one hop to the next is visible: signal produced -> risk.sequenced -> risk.level2 -> risk.level1 ->
-risk.level3 -> risk.decisions -> decision consumed here.
+from one hop to the next is visible: signal produced -> risk.sequenced -> risk.decisions -> decision consumed
+here (two Kafka hops, SPEC §10).
 
 Usage: python -m bench.hops [--signals 40] [--gap 0.2] [--bootstrap 127.0.0.1:19092]
 """
@@ -27,7 +27,7 @@ from bench import pipeline as pl
 from bench.run import DEFAULT_BOOTSTRAP, SESSION_OPEN_MS, WORK, Deployment, _envelope, _Market, kafka
 from streams.kafka_io import _partitions, wait_drained
 
-HOPS = ("sequenced", "level2", "level1", "level3", "decisions")
+HOPS = ("sequenced", "decisions")
 _ID = re.compile(rb'"(?:signal_id|source_id)":"(H[0-9]+)"')
 
 

@@ -48,6 +48,7 @@ InputTime = Annotated[
 ]
 """An input's event time, within [1970-01-01T00:00:00Z, 2200-01-01T00:00:00Z)."""
 
+PRICE_MIN = 1e-8
 PRICE_MAX = 1e9
 QTY_MAX = 1e12
 VOLUME_MAX = 1e15
@@ -57,7 +58,7 @@ WEIGHT_MAX = 100.0
 Finite = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
 NonNegativeFinite = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
-Price = Annotated[float, Field(gt=0, le=PRICE_MAX, allow_inf_nan=False, strict=True)]
+Price = Annotated[float, Field(ge=PRICE_MIN, le=PRICE_MAX, allow_inf_nan=False, strict=True)]
 Quantity = Annotated[float, Field(gt=0, le=QTY_MAX, allow_inf_nan=False, strict=True)]
 Volume = Annotated[float, Field(ge=0, le=VOLUME_MAX, allow_inf_nan=False, strict=True)]
 Fee = Annotated[float, Field(ge=0, le=QTY_MAX, allow_inf_nan=False, strict=True)]

@@ -15,6 +15,7 @@ TS_MIN_MS = 0
 TS_MAX_MS = 7_258_118_400_000  # 2200-01-01T00:00:00Z, excluded
 _MAX_TEXT = 64  # no valid ISO 8601 time or epoch-ms number is longer
 _DIGITS = frozenset("0123456789")
+_ISO_CHARS = frozenset("0123456789:.,+-TWZtwz ")  # what an ISO 8601 time may hold: no control or non-ASCII text
 
 
 def _bounded(ms: int) -> int:
@@ -39,9 +40,10 @@ def parse_ts(value: object) -> int:
         text = value.strip()
         if len(text) > _MAX_TEXT:
             raise ValueError("timestamp text longer than 64 characters")
-        unsigned = text[1:] if text.startswith("-") else text
-        if unsigned and set(unsigned) <= _DIGITS:
+        if text and set(text) <= _DIGITS:
             return int(text)
+        if not set(text) <= _ISO_CHARS:
+            raise ValueError(f"not an ISO 8601 timestamp or epoch-ms digits: {value!r}")
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except (ValueError, OverflowError) as exc:

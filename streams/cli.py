@@ -108,9 +108,9 @@ def replay(
     show: Annotated[bool, typer.Option("--show", help="Print decisions and halts as they happen.")] = False,
 ) -> None:
     """Run a tape through the in-process guard engine; write every output message."""
-    from streams.app import control_key
     from streams.core.engine import Engine
     from streams.tape import replay as run
+    from streams.worker.settings import control_key
 
     cfg = _config(config)
     engine = Engine(cfg, control_key=control_key())
@@ -145,7 +145,7 @@ def verify(
 
     cfg = _config(config)
     with _open_in(str(inputs)) as source, _open_in(str(outputs)) as recorded:
-        from streams.app import control_key
+        from streams.worker.settings import control_key
 
         report = run(cfg, source, recorded, control_key=control_key())
     counts = ", ".join(f"{n} {topic}" for topic, n in report.checked.items())
@@ -170,10 +170,10 @@ def state(
     """Replay a tape and print one account's view as JSON: the replay counterpart of the web views."""
     import io
 
-    from streams.app import control_key
     from streams.core.engine import Engine
     from streams.tape import replay as run
     from streams.views import VIEWS
+    from streams.worker.settings import control_key
 
     if view not in VIEWS:
         err.print(f"[bold red]unknown view {view!r}[/]: one of {', '.join(VIEWS)}")
@@ -278,8 +278,8 @@ def worker(
 
     import faust
 
-    from streams.app import WorkerSettings, build_app
     from streams.logs import configure_logging
+    from streams.worker import WorkerSettings, build_app
 
     configure_logging(os.environ.get("RISKGUARD_LOG_LEVEL", "INFO"))
     cfg = _config(config)

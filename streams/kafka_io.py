@@ -222,7 +222,7 @@ async def ensure_topics(
 ) -> list[str]:
     """Create the input, output and internal topics that do not exist yet (bars: one partition, the market clock).
 
-    The internal topics (`risk.sequenced`, `risk.level*`) too: Faust creates them itself at start-up, but
+    The internal topics (`risk.market`, `risk.sequenced`) too: Faust creates them itself at start-up, but
     a consumer group assigned before they exist leaves them unassigned until the next metadata refresh
     (5 min), and the level agents that read them sit idle (seen once in a clean-clone `make test`).
     """
@@ -233,7 +233,7 @@ async def ensure_topics(
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(topics.name(name), 1 if name == "bars" else partitions, 1)
+            NewTopic(topics.name(name), 1 if name in ("bars", "market") else partitions, 1)
             for name in (
                 "bars",
                 "fills",
@@ -245,10 +245,8 @@ async def ensure_topics(
                 "events",
                 "rebalance_runs",
                 "deadletter",
+                "market",
                 "sequenced",
-                "level2",
-                "level1",
-                "level3",
             )
             if topics.name(name) not in existing
         ]
@@ -276,7 +274,7 @@ async def wait_drained(
     from aiokafka.admin import AIOKafkaAdminClient
 
     names = [topics.name(n) for n in ("bars", "fills", "signals", "equity", "control")]
-    names += [topics.name(n) for n in ("sequenced", "level2", "level1", "level3")]
+    names += [topics.name("market"), topics.name("sequenced")]
     auth = _auth(security)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **auth)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **auth)
@@ -360,7 +358,7 @@ async def sent_markers(
     """The `header` values of the last `depth` records of partition `partition` of each topic.
 
     A level that takes over a partition reads what its predecessor already sent, so a batch it
-    applies again after a crash does not publish the same output twice (`streams.app`).
+    applies again after a crash does not publish the same output twice (`streams.worker`).
     """
     found: set[bytes] = set()
     async with _reader(bootstrap, security) as consumer:

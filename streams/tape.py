@@ -65,7 +65,7 @@ def decode_value(topic: str, value: Any, control_check: ControlCheck | None = No
         raise BadMessage(f"{topic} value must be a JSON object")
     try:
         # The model's validator itself: `model_validate` adds only a call layer, once per line of a tape.
-        parsed = model.__pydantic_validator__.validate_python(value)
+        parsed: InputModel = model.__pydantic_validator__.validate_python(value)
     except ValidationError as exc:
         raise BadMessage(f"invalid {topic} value: {validation_summary(exc)}") from None
     if topic == "control" and control_check is not None:

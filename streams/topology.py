@@ -1,9 +1,10 @@
 """Topic names and the item wire format shared by the Faust agents, publish and record (SPEC §2).
 
-Internal, account-keyed topics carry the guard's ordered log between levels:
-`risk.sequenced` (the recordable per-account sequence written by the first stage) ->
-`risk.level2` -> `risk.level1` -> `risk.level3`; Level 4 writes the output topics.
-Partition-wide items (bars, cluster maps) are copied to every partition.
+One internal, account-keyed topic carries the guard's ordered log: `risk.sequenced`, the recordable
+per-account sequence the sequencer writes and the level chain of each partition reads (SPEC §2: a
+signal crosses Kafka twice). Partition-wide items (bars with Level 2's notes, cluster maps) are copied
+to every partition. In front of the sequencer, `risk.market` (one partition) carries the bars the
+market agent has run through Level 2, once per bar.
 """
 
 from __future__ import annotations
@@ -30,22 +31,10 @@ LOGICAL_TOPICS = {
     "rebalance_runs": "risk.rebalance-runs",
     "deadletter": "risk.deadletter",
 }
-INTERNAL_TOPICS = {
-    "sequenced": "risk.sequenced",
-    "level2": "risk.level2",
-    "level1": "risk.level1",
-    "level3": "risk.level3",
-}
+INTERNAL_TOPICS = {"market": "risk.market", "sequenced": "risk.sequenced"}
 _EVENT_TOPIC = {"bar": "bars", "fill": "fills", "signal": "signals", "equity": "equity", "control": "control"}
 SEQ_HEADER = "rg-seq"
-SRC_HEADER = "rg-src"  # on outputs: `level|partition|tag|index`, what a restarted level checks before resending
-
-Tag = tuple[int, ...]
-"""Where an item comes from: the `risk.sequenced` offset, the item's index in that packet, then one index per
-level that forwarded it. Deterministic (a level that redoes a batch after a crash forwards the same items with
-the same tags) and increasing along each partition's log, so a level skips any tag at or below the last it applied.
-"""
-
+SRC_HEADER = "rg-src"  # `agent|partition|offset.item|index`: what an agent redoing a batch checks before resending
 
 @dataclass(frozen=True)
 class Topics:
@@ -68,12 +57,10 @@ class Topics:
         return None
 
 
-def encode_item(item: Item, tag: Tag | None = None) -> bytes:
-    """An item between levels as JSON bytes (with its tag when a level forwards it)."""
+def encode_item(item: Item) -> bytes:
+    """An item of the sequenced log (or of `risk.market`) as JSON bytes."""
     event = item.event.model_dump(mode="json") if item.event is not None else None
     data: dict[str, Any] = {"kind": item.kind, "account": item.account, "event": event, "notes": item.notes}
-    if tag is not None:
-        data["tag"] = list(tag)
     return orjson.dumps(data)
 
 
@@ -93,7 +80,7 @@ def _item(data: dict[str, Any]) -> Item:
 PACKET_BYTES = 512 * 1024  # well under the producer's request size and the broker's 4 MiB message limit
 
 
-def encode_packets(items: Sequence[Item], limit: int = PACKET_BYTES, tags: Sequence[Tag] | None = None) -> list[bytes]:
+def encode_packets(items: Sequence[Item], limit: int = PACKET_BYTES) -> list[bytes]:
     """Consecutive items of one partition as few messages as fit `limit` bytes each: `{"items": [...]}`.
 
     A packet is only framing: its items are read back in order, one by one, exactly as if each had
@@ -102,8 +89,8 @@ def encode_packets(items: Sequence[Item], limit: int = PACKET_BYTES, tags: Seque
     packets: list[bytes] = []
     parts: list[bytes] = []
     size = 0
-    for n, item in enumerate(items):
-        raw = encode_item(item, tags[n] if tags is not None else None)
+    for item in items:
+        raw = encode_item(item)
         if parts and size + len(raw) > limit:
             packets.append(b'{"items":[' + b",".join(parts) + b"]}")
             parts, size = [], 0
@@ -116,11 +103,5 @@ def encode_packets(items: Sequence[Item], limit: int = PACKET_BYTES, tags: Seque
 
 def decode_packet(raw: bytes) -> list[Item]:
     """The items of a packet (or of a single-item message, the older framing)."""
-    return [item for _, item in decode_tagged(raw, 0)]
-
-
-def decode_tagged(raw: bytes, offset: int) -> list[tuple[Tag, Item]]:
-    """The items of a packet at `offset` with their tags; an untagged item (from the sequencer) is `(offset, index)`."""
     data: dict[str, Any] = orjson.loads(raw)
-    entries = data.get("items", [data])
-    return [(tuple(e["tag"]) if "tag" in e else (offset, index), _item(e)) for index, e in enumerate(entries)]
+    return [_item(entry) for entry in data.get("items", [data])]

@@ -15,7 +15,7 @@ fails is reported and counted; every other account goes on.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -53,14 +53,12 @@ class LevelFailure:
 
 @dataclass(slots=True)
 class ChainResult:
-    """What running items through the chain produced."""
+    """What running items through the chain produced; `touched` (when asked for) the keys per level."""
 
     outputs: list[Output] = field(default_factory=list)
     failures: list[LevelFailure] = field(default_factory=list)
-
-
-Step = Callable[[int, Item, list[Item]], None]
-"""Called after level `index` handled `item` and forwarded `items` (the worker collects touched keys)."""
+    touched: dict[str, set[str]] | None = None
+    forwarded: list[Item] = field(default_factory=list)  # what the last level handed on (the market agent's bars)
 
 
 def _ts(item: Item) -> int | None:
@@ -77,35 +75,44 @@ class Chain:
         self.account: AccountStage | None = next((s for s in self.stages if isinstance(s, AccountStage)), None)
         self.stats: Counter[str] = Counter()
 
-    def run(self, items: list[Item], first: int = 0, step: Step | None = None) -> ChainResult:
-        """Run `items` from level `first` on; returns every output in order and the contained failures."""
-        result = ChainResult()
-        self._run(items, first, step, result, contain=True)
+    def run(self, items: list[Item], first: int = 0, touched: dict[str, set[str]] | None = None) -> ChainResult:
+        """Run `items` from level `first` on: every output in order and the contained failures.
+
+        With `touched`, each level's `touched(item, forwarded)` keys are added to `touched[level]`: what
+        the worker stores in that level's table.
+        """
+        result = ChainResult(touched=touched)
+        self._run(items, first, result, contain=True)
         return result
 
-    def _run(self, items: list[Item], first: int, step: Step | None, result: ChainResult, contain: bool) -> None:
+    def _run(self, items: list[Item], first: int, result: ChainResult, contain: bool) -> None:
         outputs = result.outputs
+        touched = result.touched
         for index in range(first, len(self.stages)):
             if not items:
                 return  # a level that forwards nothing leaves nothing for the later ones
-            process = self.stages[index].process
+            stage = self.stages[index]
+            process = stage.process
+            keys = touched.setdefault(self.names[index], set()) if touched is not None else None
             forwarded: list[Item] = []
             for item in items:
                 try:
                     out, more = process(item)
                 except Exception as exc:
-                    self._failed(index, item, exc, step, result, contain)
+                    if keys is not None and item.account is not None:
+                        keys.add(item.account)  # whatever the level changed before it raised is stored
+                    self._failed(index, item, exc, result, contain)
                     continue
                 if out:
                     outputs += out
                 forwarded += more
-                if step is not None:
-                    step(index, item, more)
+                if keys is not None:
+                    keys |= stage.touched(item, more)
             items = forwarded
+        if contain:
+            result.forwarded += items
 
-    def _failed(
-        self, index: int, item: Item, exc: Exception, step: Step | None, result: ChainResult, contain: bool
-    ) -> None:
+    def _failed(self, index: int, item: Item, exc: Exception, result: ChainResult, contain: bool) -> None:
         level = self.names[index]
         error = f"{level}: {type(exc).__name__}: {exc}"[:2000]
         result.failures.append(LevelFailure(level, item, error))
@@ -136,9 +143,9 @@ class Chain:
             result.failures.append(LevelFailure("account", item, f"account: fail_closed: {again}"[:2000]))
             return
         result.outputs += out
-        if step is not None:
-            step(at, Item("account", account, None, {}), more)
-        self._run(more, at + 1, step, result, contain=False)  # a failure while flattening is not halted again
+        if result.touched is not None:
+            result.touched.setdefault(self.names[at], set()).update(self.account.touched(more[0], more) if more else ())
+        self._run(more, at + 1, result, contain=False)  # a failure while flattening is not halted again
 
 
 class Engine:

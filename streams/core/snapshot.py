@@ -12,6 +12,7 @@ the stored value, so an unchanged window costs neither a serialisation nor a wri
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -24,6 +25,7 @@ from streams.core.clusters import ClusterState
 from streams.core.market import SymbolMarket
 from streams.core.positions import Ledger, Pending, Position
 from streams.core.stages import (
+    PARTITION_KEY,
     AccountStage,
     AccountView,
     MarketStage,
@@ -33,7 +35,6 @@ from streams.core.stages import (
     SymbolStage,
 )
 
-PARTITION_KEY = "@"
 CLUSTERS_KEY = "@clusters"
 Snapshot = dict[str, Any]
 
@@ -127,6 +128,7 @@ def dump_account(stage: AccountStage, keys: Any = None) -> dict[str, Snapshot]:
         "next_rebalance": stage.next_rebalance,
         "market_regime": stage.market_regime,
         "pinned_all": stage.pinned_all,
+        "bar_ts": dict(sorted(stage.bar_ts.items())),
     }
     return out
 
@@ -138,6 +140,7 @@ def load_account(stage: AccountStage, key: str, data: Snapshot) -> None:
         stage.gate.nonces = set(data.get("nonces", ()))
         stage.next_rebalance = data.get("next_rebalance")
         stage.market_regime = data.get("market_regime")
+        stage.bar_ts = dict(data.get("bar_ts", {}))
         stage.pinned_all = data.get("pinned_all")
         return
     fields = dict(data)
@@ -170,6 +173,7 @@ def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
     out[PARTITION_KEY] = {
         "watchers": {s: sorted(a) for s, a in sorted(stage.watchers.items())},
         "closes": dict(sorted(stage.closes.items())),
+        "marks": {s: list(mark) for s, mark in sorted(stage.marks.items())},
     }
     return out
 
@@ -178,6 +182,7 @@ def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
     if key == PARTITION_KEY:
         stage.watchers = {s: set(a) for s, a in data["watchers"].items()}
         stage.closes = dict(data.get("closes", {}))
+        stage.marks = {s: (close, atr) for s, (close, atr) in data.get("marks", {}).items()}
         return
     stage.books[key] = SymbolBook(
         symbols={s: l3.SymbolState(**v) for s, v in data["symbols"].items()},
@@ -225,5 +230,15 @@ def load_portfolio(stage: PortfolioStage, key: str, data: Snapshot) -> None:
     )
 
 
-DUMPERS = {"market": dump_market, "account": dump_account, "symbol": dump_symbol, "portfolio": dump_portfolio}
-LOADERS = {"market": load_market, "account": load_account, "symbol": load_symbol, "portfolio": load_portfolio}
+DUMPERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "market": dump_market,
+    "account": dump_account,
+    "symbol": dump_symbol,
+    "portfolio": dump_portfolio,
+}
+LOADERS: dict[str, Callable[[Any, str, Any], None]] = {
+    "market": load_market,
+    "account": load_account,
+    "symbol": load_symbol,
+    "portfolio": load_portfolio,
+}

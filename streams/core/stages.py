@@ -78,6 +78,18 @@ class Item:
 
 Result = tuple[list[Output], list[Item]]
 
+PARTITION_KEY = "@"
+"""The key of a level's partition-wide state in its table (the other keys are account ids)."""
+
+
+def _account_keys(item: Item, forwarded: list[Item]) -> set[str]:
+    """The partition key, the item's account and the accounts of the items a level forwarded for it."""
+    keys = {PARTITION_KEY}
+    if item.account is not None:
+        keys.add(item.account)
+    keys.update(i.account for i in forwarded if i.account is not None)
+    return keys
+
 
 def cluster_params(config: Config) -> ClusterParams:
     """The market-wide cluster parameters of the file's `risk.clusters`."""
@@ -168,9 +180,8 @@ class MarketStage:
 
     name = "market"
 
-    def __init__(self, config: Config, partition: int = 0) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.partition = partition
         self.state = MarketState(ClusterState(cluster_params(config)))
         self.stats: Counter[str] = Counter()
         self._atr_period = config.risk.sizing.atr_period
@@ -178,12 +189,11 @@ class MarketStage:
     def process(self, item: Item) -> Result:
         if item.kind == "bar":
             return self._bar(item)
-        if item.kind == "signal":
-            m = self.state.symbols.get(item.event.symbol)
-            if m is not None and m.close > 0:
-                item.notes["close"] = m.close
-                item.notes["atr"] = m.atr
         return [], [item]
+
+    def touched(self, item: Item, forwarded: list[Item]) -> set[str]:
+        """Level 2's state is market-wide: its snapshot is whole, never by key."""
+        return {PARTITION_KEY}
 
     def finish(self) -> Result:
         cmap = self.state.clusters.flush()
@@ -236,8 +246,6 @@ class MarketStage:
                 market["correlation_spike"] = spike
                 events.append(("correlation_spike", spike))
             st.spike = active
-        if self.partition != 0:
-            return market, []  # every partition reads the same market; partition 0 publishes it
         outputs = [
             Output(
                 "events",
@@ -254,8 +262,6 @@ class MarketStage:
         self.state.published = dict(cmap.assignment)
         self.stats["cluster_maps"] += 1
         note = Item("cluster_map", None, None, {"version": cmap.version, "assignment": dict(cmap.assignment)})
-        if self.partition != 0:
-            return [], [note]  # every partition computes the same map; partition 0 publishes it
         clusters = {cid: list(members) for cid, members in sorted(cmap.members.items()) if len(members) > 1}
         event = RiskEvent(
             event_id=stable_id("evt", "cluster_map", cmap.version, cmap.ts),
@@ -290,6 +296,7 @@ class AccountStage(_Level):
         self.pinned_all: str | None = None
         self.clock = 0
         self.gate = ControlGate()
+        self.bar_ts: dict[str, int] = {}  # the last bar of each symbol: one copied twice into the log is dropped
 
     def process(self, item: Item) -> Result:
         ts = getattr(item.event, "ts", None)
@@ -298,6 +305,11 @@ class AccountStage(_Level):
         if item.kind == "control":
             return self._control(item)
         if item.kind == "bar":
+            bar: Bar = item.event
+            if bar.ts <= self.bar_ts.get(bar.symbol, -1):
+                self.stats["duplicates"] += 1  # sequenced again after a crash; Level 2 dropped the rest
+                return [], []
+            self.bar_ts[bar.symbol] = bar.ts
             return self._bar(item)
         if item.account is None:
             return [], [item]
@@ -326,6 +338,10 @@ class AccountStage(_Level):
         if flatten:
             item.notes["flatten"] = flatten
         return outputs, [item]
+
+    def touched(self, item: Item, forwarded: list[Item]) -> set[str]:
+        """The keys `process(item)` may have changed: the account, or every account a bar or `*` reached."""
+        return _account_keys(item, forwarded)
 
     def _account(self, account: str) -> l1.AccountState:
         state = self.accounts.get(account)
@@ -696,6 +712,7 @@ class SymbolStage(_Level):
         self.books: dict[str, SymbolBook] = {}
         self.watchers: dict[str, set[str]] = {}
         self.closes: dict[str, float] = {}
+        self.marks: dict[str, tuple[float, float | None]] = {}  # last close and ATR of every symbol (Level 2's)
 
     def book(self, account: str) -> SymbolBook:
         book = self.books.get(account)
@@ -728,6 +745,14 @@ class SymbolStage(_Level):
             for state in book.symbols.values():
                 l3.clear_veto(state)  # every rebalance run clears re-entry vetoes (SPEC §6.6)
         return outputs, items
+
+    def touched(self, item: Item, forwarded: list[Item]) -> set[str]:
+        """The keys `process(item)` may have changed; a bar marks the trailing peaks of every watcher."""
+        keys = _account_keys(item, forwarded)
+        if item.kind == "bar":
+            keys.update(item.notes.get("accounts", {}))
+            keys.update(self.watchers.get(item.event.symbol, ()))
+        return keys
 
     def _drift(self, item: Item, book: SymbolBook) -> list[Output]:
         """The drift trigger: filled positions at the last closes against the rebalance targets."""
@@ -781,7 +806,8 @@ class SymbolStage(_Level):
             state = l3.SymbolState()
             book.symbols[sig.symbol] = state
         self._watch(sig.account, sig.symbol)
-        price = sig.price if sig.price is not None else item.notes.get("close")
+        mark = self.marks.get(sig.symbol)
+        price = sig.price if sig.price is not None else (mark[0] if mark is not None else None)
         view = book.view
         equity = view.equity if view is not None else None
         if price is None or equity is None:
@@ -795,7 +821,7 @@ class SymbolStage(_Level):
         elif sig.target_weight is not None:
             raw = sig.target_weight * equity
         else:
-            atr = sig.atr if sig.atr is not None else item.notes.get("atr")
+            atr = sig.atr if sig.atr is not None else (mark[1] if mark is not None else None)
             assert sig.direction is not None  # noqa: S101 - schema guarantees one target
             raw, method = size_notional(sig.direction.value, equity, price, atr, rules.sizing, book.ledger)
             item.notes["sizing"] = {"sizing_method": method, "atr": atr}
@@ -819,6 +845,7 @@ class SymbolStage(_Level):
 
     def _bar(self, item: Item) -> Result:
         bar: Bar = item.event
+        self.marks[bar.symbol] = (bar.close, item.notes.get("atr"))
         if self.config.budget.enabled and bar.symbol in self.watchers:
             self.closes[bar.symbol] = bar.close
         work: dict[str, dict[str, Any]] = {}
@@ -959,6 +986,13 @@ class PortfolioStage(_Level):
         if run is not None:
             outputs += self._rebalance(account, book, run)
         return outputs, []
+
+    def touched(self, item: Item, forwarded: list[Item]) -> set[str]:
+        """The keys `process(item)` may have changed: the account, or every account a bar works for."""
+        keys = _account_keys(item, forwarded)
+        if item.kind == "bar":
+            keys.update(item.notes.get("accounts", {}))
+        return keys
 
     def _rebalance(self, account: str, book: PortfolioBook, run: dict[str, Any]) -> list[Output]:
         """A target-weight rebalance run (seed 004) whose orders pass the guards like any other trade.

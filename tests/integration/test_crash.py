@@ -336,10 +336,10 @@ class Run:
 
     def replayed_views(self, tape: Path) -> dict[str, Any]:
         """The same views from `riskguard replay`'s engine after `tape` (what `riskguard state` prints)."""
-        from streams.app import control_key
         from streams.core.engine import Engine
         from streams.tape import replay
         from streams.views import VIEWS
+        from streams.worker.settings import control_key
 
         engine = Engine(load_config(self.deployment.config), control_key=control_key())
         with tape.open("rb") as source:

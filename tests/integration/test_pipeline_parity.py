@@ -174,9 +174,8 @@ def test_seed001_scenarios_when_sent_through_the_pipeline_then_noop_allow_five_c
     ]
 
 
-def test_poison_pills_when_published_then_dead_lettered_with_origin_and_later_events_decided(
-    deployment: Deployment,
-) -> None:
+def _raw_inputs_decided(deployment: Deployment, messages: list[tuple[str, bytes, bytes]]) -> dict[str, Any]:
+    """Start a worker (account `a` known), produce raw `(topic, key, value)` messages, record what came out."""
     import asyncio
 
     from aiokafka import AIOKafkaProducer
@@ -190,21 +189,8 @@ def test_poison_pills_when_published_then_dead_lettered_with_origin_and_later_ev
         producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap, max_request_size=4 * 1024 * 1024)
         await producer.start()
         try:
-            bars = prefix + "market.bars"
-            await producer.send_and_wait(bars, b"{not json", key=b"X")
-            await producer.send_and_wait(bars, b'{"symbol":"X","ts":0,"open":1,"high":0.5,"low":1,"close":1}', key=b"X")
-            await producer.send_and_wait(bars, b'{"symbol":"X","ts":0,"open":-1,"high":1,"low":1,"close":1}', key=b"X")
-            await producer.send_and_wait(prefix + "risk.control", b'{"command":"LAUNCH"}', key=b"a")
-            await producer.send_and_wait(prefix + "account.equity", b"x" * (1024 * 1024 + 10), key=b"a")
-            await producer.send_and_wait(
-                prefix + "account.equity", b'{"account":"a","ts":"2024-01-15T10:00:00Z","equity":100000}', key=b"a"
-            )
-            await producer.send_and_wait(
-                prefix + "strategy.signals",
-                b'{"signal_id":"s1","account":"a","symbol":"X","ts":"2024-01-15T10:01:00Z","price":10,'
-                b'"target_notional":1000}',
-                key=b"a",
-            )
+            for topic, key, value in messages:
+                await producer.send_and_wait(prefix + topic, value, key=key)
         finally:
             await producer.stop()
 
@@ -212,24 +198,43 @@ def test_poison_pills_when_published_then_dead_lettered_with_origin_and_later_ev
         asyncio.run(send())
         recorded = deployment.workdir / "recorded.jsonl"
         deployment.cli(
-            "record",
-            "--topics",
-            "decisions,deadletter",
-            "--out",
-            str(recorded),
-            "--idle",
-            "5",
-            "--drained",
-            deployment.app_id,
-        )
+            "record", "--topics", "decisions,deadletter", "--out", str(recorded), "--idle", "5",
+            "--drained", deployment.app_id,
+        )  # fmt: skip
         alive = worker.poll() is None
     finally:
         stop(worker)
-
     envelopes = [orjson.loads(line) for line in recorded.read_bytes().splitlines()]
-    letters = [e["value"] for e in envelopes if e["topic"] == "deadletter"]
-    decisions = [e["value"] for e in envelopes if e["topic"] == "decisions"]
-    assert alive
+    return {
+        "prefix": prefix,
+        "alive": alive,
+        "letters": [e["value"] for e in envelopes if e["topic"] == "deadletter"],
+        "decisions": [e["value"] for e in envelopes if e["topic"] == "decisions"],
+    }
+
+
+def test_poison_pills_when_published_then_dead_lettered_with_origin_and_later_events_decided(
+    deployment: Deployment,
+) -> None:
+    out = _raw_inputs_decided(
+        deployment,
+        [
+            ("market.bars", b"X", b"{not json"),
+            ("market.bars", b"X", b'{"symbol":"X","ts":0,"open":1,"high":0.5,"low":1,"close":1}'),
+            ("market.bars", b"X", b'{"symbol":"X","ts":0,"open":-1,"high":1,"low":1,"close":1}'),
+            ("risk.control", b"a", b'{"command":"LAUNCH"}'),
+            ("account.equity", b"a", b"x" * (1024 * 1024 + 10)),
+            ("account.equity", b"a", b'{"account":"a","ts":"2024-01-15T10:00:00Z","equity":100000}'),
+            (
+                "strategy.signals",
+                b"a",
+                b'{"signal_id":"s1","account":"a","symbol":"X","ts":"2024-01-15T10:01:00Z","price":10,'
+                b'"target_notional":1000}',
+            ),
+        ],
+    )
+    prefix, letters, decisions = out["prefix"], out["letters"], out["decisions"]
+    assert out["alive"]
     assert len(letters) == 5
     assert {letter["source"]["topic"] for letter in letters} == {
         prefix + "market.bars",
@@ -284,3 +289,32 @@ def test_controls_when_signed_forged_and_replayed_on_kafka_then_only_the_signed_
     assert security == ["replayed control: nonce already used", "security: forged control: signature does not match"]
     assert [(d["symbol"], d["qty"]) for d in flatten] == [("X", 100.0)]
     assert len([e for e in envelopes if e["topic"] == "deadletter"]) == 2
+
+
+def test_worker_when_equity_from_year_10000_then_dead_lettered_with_origin_and_later_signal_decided(
+    deployment: Deployment,
+) -> None:
+    """Issue 12: one message from any producer (an epoch-ms `ts` of the year 10000, a `ts` of 1e308) used to
+    crash the sequencer, and a restarted worker met it again: now it is dead-lettered and the guard goes on."""
+    out = _raw_inputs_decided(
+        deployment,
+        [
+            ("account.equity", b"a", b'{"account":"a","ts":253402300800000,"equity":100000}'),
+            ("account.equity", b"a", b'{"account":"a","ts":1e308,"equity":100000}'),
+            (
+                "strategy.signals",
+                b"a",
+                b'{"signal_id":"after","account":"a","symbol":"X","ts":"2024-01-15T10:01:00Z","price":10,'
+                b'"target_notional":1000}',
+            ),
+        ],
+    )
+    prefix, letters, decisions = out["prefix"], out["letters"], out["decisions"]
+    assert out["alive"]
+    assert [(letter["source"]["topic"], letter["source"]["offset"]) for letter in letters] == [
+        (prefix + "account.equity", 0),
+        (prefix + "account.equity", 1),
+    ]
+    assert all("timestamp must lie in [1970-01-01T00:00:00Z, 2200-01-01T00:00:00Z)" in x["error"] for x in letters)
+    assert '"ts":253402300800000' in letters[0]["raw"]
+    assert [(d["source_id"], d["action"]) for d in decisions] == [("after", "ALLOW")]

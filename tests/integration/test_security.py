@@ -319,12 +319,12 @@ def test_faust_worker_when_credentials_from_streams_security_then_consumes_and_p
 
 
 def _app_has_credentials() -> bool:
-    from streams.app import build_app
+    from streams.worker import build_app
 
     return "broker_credentials" in inspect.getsource(build_app)
 
 
-@pytest.mark.skipif(not _app_has_credentials(), reason="streams/app.py build_app does not pass broker_credentials yet")
+@pytest.mark.skipif(not _app_has_credentials(), reason="build_app does not pass broker_credentials yet")
 def test_riskguard_worker_when_sasl_env_then_publish_decide_and_record_through_scram(
     sasl_broker: SaslBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,4 +1,4 @@
-"""`streams.app.batches`: the agents' batching never holds events while it waits for more.
+"""`streams.worker.batching.batches`: the agents' batching never holds events while it waits for more.
 
 A stand-in stream carries exactly what `batches` uses of Faust's (`noack`, `events`, `ack`, the
 channel's `empty`); the real one runs in the integration tests.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from streams.app import batches
+from streams.worker.batching import batches
 
 
 class _Channel:

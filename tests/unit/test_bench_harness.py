@@ -179,7 +179,7 @@ def _line_of(path: Path, text: str, after: str = "") -> int:
 
 
 def test_flame_when_raw_stacks_then_self_inclusive_and_level() -> None:
-    app = ROOT / "streams" / "app.py"
+    app = ROOT / "streams" / "worker" / "partitioned.py"
     stages = ROOT / "streams" / "core" / "stages.py"
     handle = f"handle ({app}:{_line_of(app, 'async def handle(')})"
     process = f"process ({stages}:{_line_of(stages, 'def process(', after='class MarketStage')})"
@@ -201,7 +201,7 @@ def test_flame_when_raw_stacks_then_self_inclusive_and_level() -> None:
     assert profile.places[("level (unknown: shared shell code)", "(self)")] == 1
     top_self = profile.self_time.most_common(1)[0]
     assert top_self == ("dumps (orjson/__init__.py)", 3)
-    assert profile.inclusive["_level_agent.<locals>.handle (streams/app.py)"] == 4
+    assert profile.inclusive["PartitionedAgent.handle (streams/worker/partitioned.py)"] == 4
     text = flame.render(profile, top=5, seconds=1.0)
     assert "busy samples: 6" in text
     assert "market" in text

@@ -13,7 +13,7 @@ from typing import Any
 
 from faust.types import TP
 
-from streams.offsets import CommitGate
+from streams.worker.commit import CommitGate
 
 BARS = "t.market.bars"
 OTHER = "app-__assignor-__leader"

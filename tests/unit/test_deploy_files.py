@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from schemas.config import load_config
-from streams.app import WorkerSettings
+from streams.worker.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -214,8 +214,13 @@ def settings_with(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> dict[
     return asdict(WorkerSettings.from_config(config))
 
 
+_ALTERNATIVES = {"at_least_once": "exactly_once", "exactly_once": "at_least_once", "rocksdb://": "memory://"}
+
+
 def probe_value(value: str) -> str:
-    """A value unlike both the given one and every default, of the same kind (integers stay integers)."""
+    """A valid value unlike the given one and every default, of the same kind (integers stay integers)."""
+    if value in _ALTERNATIVES:
+        return _ALTERNATIVES[value]  # a setting with a fixed set of values is validated
     return str(int(value) + 7919) if value.isdigit() else f"{value}-probe"
 
 

@@ -34,7 +34,7 @@ def test_timestamp_when_naive_iso_then_rejected() -> None:
     [
         ({"high": 0.9}, "inconsistent OHLC"),
         ({"low": 1.2}, "inconsistent OHLC"),
-        ({"close": 0}, "greater than 0"),
+        ({"close": 0}, "greater than or equal to 0.00000001"),
         ({"open": float("nan")}, "finite"),
         ({"high": float("inf")}, "finite"),
         ({"close": "1.5"}, "valid number"),

@@ -21,13 +21,68 @@ a watchdog (`stalled`) fills what sits below the partition's end while the strea
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
 import structlog
 from faust.types import TP
 
+from streams.worker.faust_compat import ConsumerInternals
+
 log = structlog.get_logger("riskguard.worker")
+
+
+class DurableTable(faust.Table[Any, Any]):
+    """A Faust Table whose changelog sends can be awaited: `await table.durable()` returns once the
+    broker has every changelog record written since the last call.
+
+    Faust's `producer.flush()` does not prove that: its send buffer gives up after 0.1 s without a
+    send and can miss the message being handed over (docs/reliability.md). The futures Faust returns
+    from `send_changelog` (a public method) resolve on the broker's ack.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unacked: list[asyncio.Future[Any]] = []
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        future = super().send_changelog(*args, **kwargs)
+        self.unacked.append(future)
+        return future
+
+    def take_unacked(self) -> list[asyncio.Future[Any]]:
+        """The changelog sends not yet awaited (the caller awaits them)."""
+        unacked, self.unacked = self.unacked, []
+        return unacked
+
+
+CHANGELOG_CONFIG = {
+    "cleanup.policy": "compact",
+    "segment.ms": str(10 * 60 * 1000),
+    "segment.bytes": str(64 * 1024 * 1024),
+    "min.cleanable.dirty.ratio": "0.1",
+    "max.compaction.lag.ms": str(60 * 60 * 1000),
+    "delete.retention.ms": str(60 * 60 * 1000),
+}
+"""Bounded changelogs: segments roll every 10 min (or 64 MiB) and are compacted, so a restore reads
+about one value per key however long the worker has run."""
+
+
+def durable_table(app: faust.App, name: str, partitions: int | None = None) -> DurableTable:
+    """A `DurableTable` of JSON bytes by string key, registered with the app, on a bounded changelog."""
+    table = DurableTable(
+        app,
+        name=name,
+        default=None,
+        key_type=str,
+        value_type=bytes,
+        partitions=partitions,
+        beacon=app.tables.beacon,
+        extra_topic_configs=CHANGELOG_CONFIG,
+    )
+    app.tables.add(table)
+    return table
 
 
 class Refetched:
@@ -51,15 +106,12 @@ class CommitGate:
     def __init__(self, app: faust.App, managed: set[str]) -> None:
         self.app = app
         self.managed = managed
-        self.consumer = consumer = app.consumer
+        self.consumer = app.consumer
         self.generation = -1  # the consumer generation whose partitions were last sought
         self.starts: dict[TP, int] = {}  # where each partition was sought to in that generation
         self.done: dict[TP, int] = {}  # per partition: every offset below is handled and durable
         self.idle: dict[Any, int] = {}  # watchdog: the position seen at the previous tick
-        self._seek_to_committed = consumer.seek_to_committed
-        self._new_offset = consumer._new_offset
-        consumer.seek_to_committed = self.seek_to_committed  # type: ignore[method-assign]
-        consumer._new_offset = self.new_offset  # type: ignore[method-assign]
+        self.internals = ConsumerInternals(self.consumer, self.new_offset, self.seek_to_committed)
         app.on_partitions_revoked.connect(self.forget)
 
     def current(self) -> int:
@@ -81,24 +133,20 @@ class CommitGate:
             return  # an older generation, or revoked since (the next assignment is sought anew)
         if end > self.done.get(tp, -1):
             self.done[tp] = end
-            self.consumer._acked.setdefault(tp, [])  # Faust offers only partitions with an ack entry for commit
+            self.internals.offer_for_commit(tp)
 
     def new_offset(self, tp: TP) -> int | None:
         if tp.topic not in self.managed:
-            return self._new_offset(tp)  # type: ignore[no-any-return]
-        self.consumer._acked[tp].clear()  # Faust's acks say nothing here; keep them from piling up
-        self.consumer._acked_index[tp].clear()
-        self.consumer._gap.pop(tp, None)
+            return self.internals.original_new_offset(tp)
+        self.internals.forget_acks(tp)
         return self.done.get(tp)
 
     async def seek_to_committed(self) -> Any:
         generation = self.current()
-        committed = await self._seek_to_committed()
+        committed = await self.internals.original_seek_to_committed()
         # Faust's fetcher drops records below the last offset read, and resets that mark only after
         # this returns: done here, before any other await, so records fetched again are kept.
-        read = self.consumer._read_offset
-        for tp, offset in committed.items():
-            read[tp] = offset if offset is not None and offset >= 0 else None
+        self.internals.reset_read_marks(committed)
         bare = sorted((tp for tp, offset in committed.items() if not offset and tp.topic in self.managed), key=str)
         first: dict[Any, int] = {}
         if bare:

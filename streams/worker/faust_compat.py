@@ -1,0 +1,92 @@
+"""Every touch of a private Faust, mode or aiokafka internal, fenced in one module and checked at start.
+
+The worker relies on faust-streaming and aiokafka at the exact versions pinned in `pyproject.toml`
+(`FAUST_VERSION`, `AIOKAFKA_VERSION`). `check()` runs before the app is built and fails with a clear
+message when a version differs or an attribute this module touches is missing, instead of letting a
+renamed internal surface as a lost message later. What remains and why: docs/reliability.md
+("Faust internals the worker touches").
+
+- `_current_event`: Faust picks a table's store and changelog partition from the event being
+  processed (a ContextVar); the worker writes its tables after a batch, outside Faust's own
+  iteration, so it sets it. No public setter exists.
+- The commit offsets (`CommitGate`): Faust commits from its acks and skips one unacked offset at the
+  head (`_new_offset`), so the gate replaces `_new_offset` for the topics it manages, clears the ack
+  bookkeeping (`_acked`, `_acked_index`, `_gap`) it no longer needs, and resets the fetcher's read
+  mark (`_read_offset`) at the seek so records fetched again are kept. `seek_to_committed` is
+  public but wrapped, to learn where each partition was sought to.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Awaitable, Callable
+from importlib import metadata
+from typing import Any
+
+import faust.streams
+
+FAUST_VERSION = "0.15.3"
+AIOKAFKA_VERSION = "0.14.0"
+CONSUMER_ATTRIBUTES = ("_new_offset", "_acked", "_acked_index", "_gap", "_read_offset", "seek_to_committed")
+
+
+class IncompatibleFaust(RuntimeError):
+    """The installed Faust or aiokafka is not the one whose internals the worker was checked against."""
+
+
+def check() -> None:
+    """Fail fast when the pinned versions or the module-level internals are not there."""
+    for package, wanted in (("faust-streaming", FAUST_VERSION), ("aiokafka", AIOKAFKA_VERSION)):
+        found = metadata.version(package)
+        if found != wanted:
+            raise IncompatibleFaust(
+                f"{package} {found} is installed, the worker needs exactly {wanted} "
+                f"(it touches internals; see streams/worker/faust_compat.py): pip install '{package}=={wanted}'"
+            )
+    if not hasattr(faust.streams, "_current_event"):
+        raise IncompatibleFaust("faust.streams._current_event is missing: the tables cannot pick their partition")
+
+
+def check_consumer(consumer: Any) -> None:
+    """Fail fast when the Faust consumer lacks an attribute the commit gate touches."""
+    missing = [name for name in CONSUMER_ATTRIBUTES if not hasattr(consumer, name)]
+    if missing:
+        raise IncompatibleFaust(f"the Faust consumer has no {', '.join(missing)}: the commit gate cannot work")
+
+
+def set_current_event(event: Any) -> None:
+    """Make `event` the one Faust's tables take their partition from (see the module docstring)."""
+    faust.streams._current_event.set(weakref.ref(event))
+
+
+class ConsumerInternals:
+    """The Faust consumer's commit bookkeeping, patched for `CommitGate`."""
+
+    def __init__(
+        self,
+        consumer: Any,
+        new_offset: Callable[[Any], int | None],
+        seek_to_committed: Callable[[], Awaitable[Any]],
+    ) -> None:
+        check_consumer(consumer)
+        self.consumer = consumer
+        self.original_new_offset: Callable[[Any], int | None] = consumer._new_offset
+        self.original_seek_to_committed: Callable[[], Awaitable[Any]] = consumer.seek_to_committed
+        consumer._new_offset = new_offset
+        consumer.seek_to_committed = seek_to_committed
+
+    def offer_for_commit(self, tp: Any) -> None:
+        """Faust offers only partitions with an ack entry for commit."""
+        self.consumer._acked.setdefault(tp, [])
+
+    def forget_acks(self, tp: Any) -> None:
+        """Faust's acks say nothing for a gated partition; keep them from piling up."""
+        self.consumer._acked[tp].clear()
+        self.consumer._acked_index[tp].clear()
+        self.consumer._gap.pop(tp, None)
+
+    def reset_read_marks(self, committed: dict[Any, Any]) -> None:
+        """The fetcher drops records below its read mark: reset it to where each partition was sought."""
+        read = self.consumer._read_offset
+        for tp, offset in committed.items():
+            read[tp] = offset if offset is not None and offset >= 0 else None

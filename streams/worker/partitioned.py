@@ -1,0 +1,306 @@
+"""The shell every table-backed agent shares: one batch is one crash-safe unit (SPEC §8).
+
+An agent over a partitioned log (the market agent on `market.bars`, the level chain on
+`risk.sequenced`) handles each partition's part of a batch in this order:
+
+1. skip offsets at or below the partition's `#applied` (redelivered after a crash or rebalance) and
+   read any gap its stream left (`fill`), so every offset is applied once, in log order;
+2. `apply` the records to the partition's in-memory state (the pure core) and send what they
+   produced, minus what a marker (`rg-src`) on the destination partitions shows was already sent;
+3. write the touched keys to the tables (each value framed with the batch offset and the value it
+   replaces, `streams.core.frames`), then await, once, the broker's ack of every send and changelog
+   record of the batch;
+4. write the one marker, `#applied`, to the marker table; when the broker acks it, the offsets are
+   reported handled (`CommitGate`) and may be committed. The next batch of the partition waits for
+   that ack before it writes a value (usually long done), because a value's undo part is the state
+   as of the last marker that is in Kafka.
+
+A crash before a marker lands restores every table to the state before that batch, and the batch is
+done again: it sends the same records with the same markers and ids, which are not sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import faust
+import orjson
+import structlog
+from faust.types import TP
+
+from streams.core.frames import APPLIED, applied_of, applied_value, restore_at, stored, unchanged
+from streams.metrics import Metrics
+from streams.topology import SRC_HEADER
+from streams.worker.batching import batches
+from streams.worker.commit import CommitGate, DurableTable, Refetched
+from streams.worker.faust_compat import set_current_event
+from streams.worker.settings import WorkerSettings
+
+log = structlog.get_logger("riskguard.worker")
+
+WATCH_FILL_MAX = 5_000  # records per partition the watchdog reads in one go (the rest at the next ticks)
+T0_HEADER = "rg-t0"  # wall-clock ms of the oldest input in a message: decision latency only, never decisions
+
+
+class Record(NamedTuple):
+    """One record of the source log."""
+
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Sequence[tuple[str, bytes]]
+    timestamp_ms: int
+
+
+def record_of(event: Any) -> Record:
+    """A Faust event (or a record read past the stream) as a `Record`."""
+    message = event.message
+    stamp = message.timestamp or 0.0  # Faust gives seconds
+    return Record(message.offset, event.key, event.value, tuple(message.headers or ()), int(stamp * 1000))
+
+
+Fill = Callable[[str, Any, int, int], Awaitable[list[Refetched]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A record a batch produces: where it goes and the marker that makes it recognisable if sent again."""
+
+    topic: faust.TopicT
+    key: bytes | None
+    value: bytes
+    partition: int | None
+    marker: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+    on_sent: Callable[[], None] | None = None  # metrics and log lines of a published output
+
+
+@dataclass(slots=True)
+class Applied:
+    """What applying a partition's records produced: the sends and, per table, the keys touched."""
+
+    sends: list[Send] = field(default_factory=list)
+    touched: dict[str, set[str]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Runtime:
+    """The services an agent's shell needs from the app."""
+
+    app: faust.App
+    settings: WorkerSettings
+    metrics: Metrics
+    gate: CommitGate
+    fill: Fill
+    already_sent: Callable[[int, tuple[str, ...]], Awaitable[set[bytes]]]
+
+
+class PartitionedAgent:
+    """A table-backed agent: subclasses say how to restore a partition's state, apply records and dump state."""
+
+    name = "agent"
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        source: faust.TopicT,
+        tables: dict[str, DurableTable],
+        marker_table: str,
+        sent_topics: tuple[str, ...],
+    ) -> None:
+        self.rt = runtime
+        self.source = source
+        self.topic_name = source.get_topic_name()
+        self.tables = tables
+        self.marker = marker_table
+        self.marker_table = tables[marker_table]
+        self.sent_topics = sent_topics
+        self.states: dict[int, Any] = {}
+        self.durable: dict[int, int] = {}  # per partition: the last `#applied` the broker has
+        self.pending: dict[int, asyncio.Future[Any]] = {}  # per partition: a marker sent, not yet acked
+        self.sent: dict[int, set[bytes]] = {}
+        self.reached: dict[int, int] = {}  # per partition: the next offset to handle in this assignment
+        self.handling = asyncio.Lock()  # the stream and the watchdog take turns
+        self.streams: list[Any] = []
+        runtime.app.on_partitions_revoked.connect(self.forget)
+
+    # -- what a subclass provides -----------------------------------------------------------------
+    def restore(self, partition: int, values: dict[str, dict[str, Any]]) -> Any:
+        """The partition's state from each table's committed values (`values[table][key]`)."""
+        raise NotImplementedError
+
+    def apply(self, partition: int, state: Any, records: list[Record]) -> Applied:
+        """Apply records in log order to `state`; what to send and which keys of which table changed."""
+        raise NotImplementedError
+
+    def dump(self, state: Any, table: str, keys: set[str]) -> dict[str, Any]:
+        """The JSON-able (or pre-serialised bytes) values of `keys` of `table`."""
+        raise NotImplementedError
+
+    # -- the shell ----------------------------------------------------------------------------------
+    def state_for(self, partition: int) -> Any:
+        """The partition's state, restored from the tables at the first use in an assignment."""
+        state = self.states.get(partition)
+        if state is None:
+            # Scanned, never `get`: Faust's RocksDB store looks a key up only in the partition of the
+            # current event, which here may be another partition's.
+            prefix = f"{partition}/"
+            stored_values: dict[str, list[tuple[str, bytes]]] = {}
+            for name, table in self.tables.items():
+                mine = stored_values[name] = []
+                for raw_key, value in table.items():
+                    key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+                    if key.startswith(prefix) and value is not None:
+                        mine.append((key[len(prefix) :], value))
+            done = applied_of(dict(stored_values[self.marker]).get(APPLIED))
+            values = {name: restore_at(mine, done) for name, mine in stored_values.items()}
+            state = self.states[partition] = self.restore(partition, values)
+            self.durable[partition] = done
+        return state
+
+    async def forget(self, *_: Any, **__: Any) -> None:
+        self.states.clear()
+        self.reached.clear()
+        self.durable.clear()
+        self.pending.clear()
+        self.sent.clear()
+
+    async def handle(self, partition: int, events: list[Any], generation: int, upto: int | None = None) -> None:
+        """Apply the partition's events from its position on, reading any gap the stream left (and up to `upto`)."""
+        rt = self.rt
+        state = self.state_for(partition)
+        if partition not in self.sent:
+            self.sent[partition] = await rt.already_sent(partition, self.sent_topics)
+        seen = self.sent[partition]
+        tp = TP(self.topic_name, partition)
+        at = max(self.reached.get(partition, 0), self.durable.get(partition, -1) + 1)
+        records: list[Record] = []
+        anchor = events[-1] if events else None  # Faust picks the tables' changelog partition from it
+        for event in events:
+            message = event.message
+            if message.offset < at:
+                rt.metrics.duplicate(self.name)  # redelivered after a crash or rebalance: already applied
+                continue
+            if message.offset > at:
+                records += [record_of(r) for r in await rt.fill(self.name, tp, at, message.offset)]
+            records.append(record_of(event))
+            at = message.offset + 1
+        if upto is not None and upto > at:
+            missing = await rt.fill(self.name, tp, at, upto)
+            records += [record_of(r) for r in missing]
+            anchor = anchor or (missing[-1] if missing else None)
+            at = upto
+        if records and anchor is not None:
+            applied = self.apply(partition, state, records)
+            last = records[-1].offset
+            unacked: list[asyncio.Future[Any]] = []
+            for send in applied.sends:
+                if send.marker in seen:
+                    rt.metrics.duplicate(self.name)  # sent before a crash, for a record applied again now
+                    continue
+                unacked.append(await self._send(send))
+            await self._settle(partition)
+            set_current_event(anchor)
+            self._store(partition, state, applied.touched, last)
+            for table in self.tables.values():
+                unacked += table.take_unacked()
+            await asyncio.gather(*unacked)  # every send and changelog record of the batch is in Kafka
+            set_current_event(anchor)
+            self.marker_table[f"{partition}/{APPLIED}"] = applied_value(last)
+            (marker,) = self.marker_table.take_unacked()
+            self.pending[partition] = marker
+            marker.add_done_callback(lambda done: self._marked(done, partition, last, tp, at, generation))
+        elif partition not in self.pending:
+            rt.gate.handled(tp, at, generation)  # nothing new: every offset below `at` is applied and in Kafka
+        self.reached[partition] = at
+
+    async def _send(self, send: Send) -> asyncio.Future[Any]:
+        headers = [*send.headers, (SRC_HEADER, send.marker)]
+        future: asyncio.Future[Any] = await send.topic.send(  # type: ignore[assignment]
+            key=send.key, value=send.value, partition=send.partition, headers=headers, force=True
+        )
+        if send.on_sent is not None:
+            send.on_sent()
+        return future
+
+    async def _settle(self, partition: int) -> None:
+        """Wait for the partition's last marker: the values about to be written undo to the state it records."""
+        pending = self.pending.get(partition)
+        if pending is not None:
+            await asyncio.shield(pending)
+
+    def _marked(self, done: asyncio.Future[Any], partition: int, last: int, tp: TP, at: int, generation: int) -> None:
+        if done.cancelled() or done.exception() is not None:
+            log.error("marker_not_written", topic=tp.topic, partition=partition, offset=last)
+            return
+        if self.pending.get(partition) is done:
+            del self.pending[partition]
+        if last > self.durable.get(partition, -1):
+            self.durable[partition] = last
+        self.rt.gate.handled(tp, at, generation)
+
+    def _store(self, partition: int, state: Any, touched: dict[str, set[str]], offset: int) -> None:
+        prefix = f"{partition}/"
+        done = self.durable.get(partition, -1)
+        for name, table in self.tables.items():
+            snapshot = self.dump(state, name, touched.get(name, set()))
+            for key in sorted(snapshot):
+                value = snapshot[key]
+                cur = value if isinstance(value, bytes) else orjson.dumps(value)
+                previous = table.get(prefix + key)
+                if unchanged(previous, cur, done):
+                    continue  # the committed value already says this: no write, no changelog record
+                table[prefix + key] = stored(offset, cur, previous, done)
+
+    async def run(self, stream: Any) -> None:
+        """The agent: batches of the stream, each partition's part handled in turn."""
+        self.streams[:] = [stream]
+        gate = self.rt.gate
+        async for events in batches(stream, self.rt.settings.batch_max):
+            generation = gate.current()
+            by_partition: dict[int, list[Any]] = {}
+            for event in events:
+                if event.message.generation_id == generation and gate.ready():  # else it comes again
+                    by_partition.setdefault(event.message.partition, []).append(event)
+            async with self.handling:
+                for partition in sorted(by_partition):
+                    await self.handle(partition, by_partition[partition], generation)
+
+    async def watch(self) -> None:
+        """Read what sits below a partition's end while the stream brings nothing (see `CommitGate`)."""
+        gate = self.rt.gate
+        if not gate.ready():
+            return
+        generation = gate.current()
+        busy = any(not stream.channel.empty() for stream in self.streams)
+
+        def position(tp: Any) -> int | None:
+            if tp.partition in self.reached:
+                return self.reached[tp.partition]
+            return self.durable[tp.partition] + 1 if tp.partition in self.durable else gate.start(tp)
+
+        mine = [tp for tp in self.rt.app.consumer.assignment() if tp.topic == self.topic_name]
+        due = gate.overdue(self.name, {tp: position(tp) for tp in mine}, busy, WATCH_FILL_MAX)
+        if due:
+            async with self.handling:
+                for tp, end in due.items():
+                    if gate.ready() and gate.current() == generation:
+                        await self.handle(tp.partition, [], generation, upto=end)
+
+
+def oldest_t0(headers: Sequence[tuple[str, bytes]], oldest: int | None) -> int | None:
+    """The earliest `rg-t0` stamp of a record's headers and `oldest` (latency only)."""
+    for name, stamp in headers:
+        if name == T0_HEADER:
+            value = int(stamp)
+            oldest = value if oldest is None else min(oldest, value)
+    return oldest
+
+
+def latency_since(t0_ms: int) -> float:
+    """Seconds from an input's wall-clock stamp to now (the decision latency metric)."""
+    return max(time.time() - t0_ms / 1000.0, 0.0)

@@ -1,0 +1,100 @@
+"""How the worker connects, batches and stores state: one frozen object, from the config and the environment.
+
+The config file's `kafka:` block gives the deployment's broker, app id and partition count; every
+field can be overridden from the environment (deploy files set these), and the CLI's flags win over
+both. Defaults live once, on the dataclass.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+
+from schemas.config import Config
+
+ENV = {
+    "bootstrap": "KAFKA_BOOTSTRAP_SERVERS",
+    "app_id": "RISKGUARD_APP_ID",
+    "partitions": "RISKGUARD_PARTITIONS",
+    "store": "RISKGUARD_STORE",
+    "processing_guarantee": "RISKGUARD_PROCESSING_GUARANTEE",
+    "web_port": "RISKGUARD_WEB_PORT",
+    "web_host": "RISKGUARD_WEB_HOST",
+    "web_bind": "RISKGUARD_WEB_BIND",
+    "datadir": "RISKGUARD_DATADIR",
+    "batch_max": "RISKGUARD_BATCH_MAX",
+    "batch_window_ms": "RISKGUARD_BATCH_WINDOW_MS",
+    "instance_id": "RISKGUARD_INSTANCE_ID",
+    "session_timeout_s": "RISKGUARD_SESSION_TIMEOUT_S",
+    "standby_replicas": "RISKGUARD_STANDBY_REPLICAS",
+}
+GUARANTEES = ("at_least_once", "exactly_once")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The worker's runtime settings; every field has an environment override (`ENV`)."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    app_id: str = "riskguard"
+    partitions: int = 4
+    store: str = "rocksdb://"
+    processing_guarantee: str = "at_least_once"
+    web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    web_bind: str = "127.0.0.1"
+    datadir: str = ".cache/worker"
+    batch_max: int = 2000
+    batch_window_ms: float = 5.0
+    instance_id: str = ""
+    """Static group membership (KIP-345): a stable id per worker, e.g. `w1`; empty = dynamic membership."""
+    session_timeout_s: float = 10.0
+    """How long the group waits for a silent member before its partitions move (6 s is the broker minimum)."""
+    standby_replicas: int = 0
+    """Workers that keep a warm copy of each table partition (Faust `table_standby_replicas`)."""
+
+    def __post_init__(self) -> None:
+        if self.processing_guarantee not in GUARANTEES:
+            raise ValueError(f"processing_guarantee must be one of {', '.join(GUARANTEES)}")
+        if not self.store.startswith(("rocksdb://", "memory://")):
+            raise ValueError("store must be rocksdb:// or memory://")
+        if self.partitions < 1 or self.batch_max < 1 or self.standby_replicas < 0:
+            raise ValueError("partitions and batch_max must be >= 1, standby_replicas >= 0")
+        if not 6.0 <= self.session_timeout_s <= 300.0:
+            raise ValueError("session_timeout_s must lie in [6, 300] (the broker's group session bounds)")
+
+    @classmethod
+    def from_config(cls, config: Config, **overrides: Any) -> WorkerSettings:
+        """The config's `kafka:` block, then the environment, then the given (non-None) overrides."""
+        values: dict[str, Any] = {
+            "bootstrap": config.kafka.bootstrap_servers,
+            "app_id": config.kafka.app_id,
+            "partitions": config.kafka.partitions,
+        }
+        kinds = {f.name: f.type for f in fields(cls)}
+        for name, var in ENV.items():
+            raw = os.environ.get(var)
+            if raw is not None:
+                kind = kinds[name]
+                values[name] = int(raw) if kind == "int" else float(raw) if kind == "float" else raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def group_instance_id(self) -> str | None:
+        """The consumer's static member id: the app id and this worker's instance id (None: dynamic)."""
+        return f"{self.app_id}-{self.instance_id}" if self.instance_id else None
+
+
+def control_key() -> bytes | None:
+    """The operators' HMAC key from RISKGUARD_CONTROL_KEY (never logged)."""
+    key = os.environ.get("RISKGUARD_CONTROL_KEY")
+    return key.encode("utf-8") if key else None
+
+
+def partition_for(account: str, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2 of the key), so keyed tools agree with the sequencer."""
+    return int((murmur2(account.encode()) & 0x7FFFFFFF) % partitions)
