@@ -1,4 +1,5 @@
 # riskguard — two commands do all the set-up on a fresh machine: `make run` and `make test`.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -34,12 +35,14 @@ test: lint
 
 # The reliability suite of docs/reliability.md on a large tape (about 100,000 events, 5 add/remove cycles):
 # kill -9, workers joining and leaving, a broker restart, state loss, reprocessing, halt durability, poison
-# pills, forged controls, SASL/SCRAM + TLS. Starts the local broker like `test`; the figures (RELIABILITY
+# pills, forged controls, SASL/SCRAM + TLS, then the input fuzzer at RELIABILITY_FUZZ_EXAMPLES. Starts the local broker like `test`; the figures (RELIABILITY
 # lines) go to out/reliability.log. Serial on purpose: the figures are timings. Takes well over half an hour.
 RELIABILITY_EVENTS ?= 100000
 RELIABILITY_CYCLES ?= 5
 # RELIABILITY_EXACTLY_ONCE=0 skips the exactly_once variants of tests 1-3.
 RELIABILITY_EXACTLY_ONCE ?= 1
+# The input fuzzer's random cases per topic and test (`make test` runs 200).
+RELIABILITY_FUZZ_EXAMPLES ?= 5000
 test-reliability: install
 	@mkdir -p out; rm -f out/reliability.log; started=0; \
 	if ! $(BIN)/python -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1',$(KAFKA_TEST_PORT))))"; then \
@@ -52,8 +55,11 @@ test-reliability: install
 		"tests/integration/test_pipeline_parity.py::test_poison_pills_when_published_then_dead_lettered_with_origin_and_later_events_decided" \
 		"tests/integration/test_pipeline_parity.py::test_controls_when_signed_forged_and_replayed_on_kafka_then_only_the_signed_one_acts"; \
 	rc=$$?; \
+	RISKGUARD_FUZZ_EXAMPLES=$(RELIABILITY_FUZZ_EXAMPLES) $(BIN)/pytest -q -s -p no:cacheprovider tests/unit/test_fuzz_inputs.py \
+		| tee -a out/reliability.log | grep -E '^FUZZ|passed|failed'; fuzz=$${PIPESTATUS[0]}; \
 	if [ $$started = 1 ]; then $(BIN)/riskguard kafka down --port $(KAFKA_TEST_PORT); fi; \
 	grep -h '^RELIABILITY' out/reliability.log 2>/dev/null || true; \
+	if [ $$rc = 0 ]; then rc=$$fuzz; fi; \
 	exit $$rc
 
 test-unit: install

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from schemas.timefmt import TS_MAX_MS, format_ts, parse_input_ts, parse_ts
@@ -52,6 +53,7 @@ PRICE_MIN = 1e-8
 PRICE_MAX = 1e9
 QTY_MAX = 1e12
 VOLUME_MAX = 1e15
+MONEY_MIN = 1e-6
 MONEY_MAX = 1e15
 WEIGHT_MAX = 100.0
 
@@ -62,7 +64,18 @@ Price = Annotated[float, Field(ge=PRICE_MIN, le=PRICE_MAX, allow_inf_nan=False, 
 Quantity = Annotated[float, Field(gt=0, le=QTY_MAX, allow_inf_nan=False, strict=True)]
 Volume = Annotated[float, Field(ge=0, le=VOLUME_MAX, allow_inf_nan=False, strict=True)]
 Fee = Annotated[float, Field(ge=0, le=QTY_MAX, allow_inf_nan=False, strict=True)]
-Money = Annotated[float, Field(ge=0, le=MONEY_MAX, allow_inf_nan=False, strict=True)]
+
+
+def _zero_or_at_least_a_millionth(value: float) -> float:
+    if 0 < value < MONEY_MIN:
+        raise ValueError(f"an amount must be 0 or at least {MONEY_MIN:g}")
+    return value
+
+
+Money = Annotated[
+    float, Field(ge=0, le=MONEY_MAX, allow_inf_nan=False, strict=True), AfterValidator(_zero_or_at_least_a_millionth)
+]
+"""Equity and balance: 0, or from a millionth of a currency unit up to 1e15 (ratios of them stay finite)."""
 SignedMoney = Annotated[float, Field(ge=-MONEY_MAX, le=MONEY_MAX, allow_inf_nan=False, strict=True)]
 Weight = Annotated[float, Field(ge=-WEIGHT_MAX, le=WEIGHT_MAX, allow_inf_nan=False, strict=True)]
 
@@ -94,6 +107,8 @@ def _check_params(value: dict[str, Any]) -> dict[str, Any]:
             if entries > PARAMS_MAX_ENTRIES:
                 raise ValueError(f"params hold more than {PARAMS_MAX_ENTRIES} entries")
             for key, child in children:
+                if len(key) > PARAMS_MAX_TEXT:
+                    raise ValueError(f"a params key is longer than {PARAMS_MAX_TEXT} characters")
                 size += len(key) + 4
                 stack.append((child, depth + 1))
         elif isinstance(node, str):
@@ -110,8 +125,10 @@ def _check_params(value: dict[str, Any]) -> dict[str, Any]:
             size += 24
         else:
             raise ValueError(f"params may hold JSON values only, not {type(node).__name__}")
-        if size > PARAMS_MAX_BYTES:
-            raise ValueError(f"params larger than {PARAMS_MAX_BYTES} bytes")
+        if size > 4 * PARAMS_MAX_BYTES:
+            raise ValueError(f"params larger than {PARAMS_MAX_BYTES} bytes")  # long before encoding it
+    if len(orjson.dumps(value)) > PARAMS_MAX_BYTES:
+        raise ValueError(f"params larger than {PARAMS_MAX_BYTES} bytes of JSON")
     return value
 
 

@@ -36,6 +36,7 @@ _EVENT_TOPIC = {"bar": "bars", "fill": "fills", "signal": "signals", "equity": "
 SEQ_HEADER = "rg-seq"
 SRC_HEADER = "rg-src"  # `agent|partition|offset.item|index`: what an agent redoing a batch checks before resending
 
+
 @dataclass(frozen=True)
 class Topics:
     """Kafka topic names for one deployment (prefix from config)."""

@@ -45,7 +45,7 @@ from schemas.timefmt import format_ts
 from streams.core import account as l1
 from streams.core import budget as bm
 from streams.core import symbol as l3
-from streams.core.clusters import ClusterMap, ClusterParams, ClusterState
+from streams.core.clusters import STATIC_PREFIX, ClusterMap, ClusterParams, ClusterState
 from streams.core.controls import AUTO_REGIME, ControlGate, params_problem
 from streams.core.decision import Outcome, TradeContext, band_of, evaluate
 from streams.core.ids import decision_id, stable_id
@@ -946,6 +946,9 @@ class PortfolioStage(_Level):
         self.shadow = config.mode == "shadow"
         self.books: dict[str, PortfolioBook] = {}
         self.market = PortfolioMarket()
+        static = config.risk.clusters.static
+        # Static clusters hold from the first event, before Level 2 publishes its first map (SPEC §6.2).
+        self.static = {sym: STATIC_PREFIX + name for name, members in sorted(static.items()) for sym in members}
 
     def book(self, account: str) -> PortfolioBook:
         book = self.books.get(account)
@@ -955,7 +958,8 @@ class PortfolioStage(_Level):
         return book
 
     def cluster_of(self, symbol: str) -> str:
-        return self.market.clusters.get(symbol, "c:" + symbol)
+        cluster = self.market.clusters.get(symbol)
+        return cluster if cluster is not None else self.static.get(symbol, "c:" + symbol)
 
     def process(self, item: Item) -> Result:
         if item.kind == "cluster_map":
@@ -1003,11 +1007,15 @@ class PortfolioStage(_Level):
         policy = self.config.rebalance
         ts: int = run["ts"]
         holdings: dict[str, Holding] = {}
+        unpriced: list[str] = []
         for sym in sorted(book.positions):
             position = book.positions[sym]
             qty = position.projected(ts)
-            if qty != 0:
-                holdings[sym] = Holding(qty, self._mark(sym, position))
+            mark = self._mark(sym, position)
+            if qty != 0 and mark > 0:
+                holdings[sym] = Holding(qty, mark)
+            elif qty != 0:
+                unpriced.append(sym)  # pending only, no bar nor fill yet: no price to plan it with, left out
         raw_targets = run.get("targets")
         targets = {str(k): float(v) for k, v in raw_targets.items()} if isinstance(raw_targets, dict) else None
         for sym in sorted((targets or policy.targets).keys()):
@@ -1063,6 +1071,8 @@ class PortfolioStage(_Level):
             inputs["scheduled_at"] = format_ts(run["scheduled_at"])
         if "triggers" in run:
             inputs["budget_triggers"] = list(run["triggers"])
+        if unpriced:
+            inputs["unpriced_holdings"] = unpriced
         status = "preview" if preview else "executed"
         record_run = RebalanceRun(
             run_id=run_id,

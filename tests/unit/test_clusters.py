@@ -554,3 +554,30 @@ def test_sp500_when_market_demeaned_complete_linkage_then_largest_cluster_is_uti
     assert len(largest) == 13
     assert {sectors[s] for s in largest} == {"Utilities"}
     assert last.members[last.cluster_of("JPM")] == ("BAC", "JPM")
+
+
+def test_cluster_cap_when_static_cluster_and_no_map_published_yet_then_it_binds_from_the_first_event() -> None:
+    from streams.core.ids import decision_id
+    from streams.testing import TapeBuilder
+
+    config = {
+        "risk": {
+            "per_trade": {"max_notional": 1_000_000, "lot_size": 1, "min_order_notional": 0},
+            "per_symbol": {"default_cap": 1_000_000, "band_pct": 0.01},
+            "portfolio": {"gross_cap": 10_000_000, "net_cap": 10_000_000},
+            "clusters": {"static": {"tech": ["AAA", "BBB"]}, "cap_pct": 0.25},
+        }
+    }
+    tape = TapeBuilder().equity("A1", "2024-01-02T15:00:00Z", 100_000)
+    tape.flat_bar("AAA", "2024-01-02T15:00:00Z", 100.0).flat_bar("BBB", "2024-01-02T15:00:00Z", 50.0)
+    tape.signal("A1", "AAA", "2024-01-02T15:00:10Z", signal_id="aaa", target_notional=20_000)
+    first = decision_id("A1", "signal", "aaa", "AAA")
+    tape.fill("A1", "AAA", "BUY", 200, 100.0, "2024-01-02T15:00:11Z", fill_id="f1", decision_id=first)
+    tape.signal("A1", "BBB", "2024-01-02T15:00:20Z", signal_id="bbb", target_notional=20_000)
+    result = tape.run(config)
+
+    kinds = [getattr(o.value, "kind", None) or getattr(o.value, "source_id", None) for o in result.outputs]
+    assert kinds.index("bbb") < kinds.index("cluster_map")  # the first map only comes at the end of the tape
+    bbb = next(d for d in result.decisions if d.source_id == "bbb")
+    assert (bbb.action.value, bbb.layer.value, bbb.facts["cluster_id"]) == ("CLIP", "cluster", "s:tech")
+    assert bbb.notional == pytest.approx(5_000.0, abs=50.0)  # 25 % of 100k less AAA's 20k

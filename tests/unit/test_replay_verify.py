@@ -47,7 +47,11 @@ def test_replay_when_bad_lines_then_each_dead_lettered_with_line_and_replay_goes
     assert [letter.source.line for letter in letters] == [2, 3, 4, 5, 6, 7]  # type: ignore[attr-defined]
     errors = [letter.error for letter in letters]  # type: ignore[attr-defined]
     assert errors[0].startswith("not JSON") and "inconsistent OHLC" in errors[1]
-    assert "greater than or equal to 0.00000001" in errors[3] and "unknown input topic" in errors[4] and "1 MiB" in errors[5]
+    assert (
+        "greater than or equal to 0.00000001" in errors[3]
+        and "unknown input topic" in errors[4]
+        and "1 MiB" in errors[5]
+    )
     assert len(letters[5].raw) == 64 * 1024  # type: ignore[attr-defined]
     assert result.engine.stats["dead_letters"] == 6
     assert [d.action.value for d in result.decisions] == ["ALLOW"]
