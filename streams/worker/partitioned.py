@@ -25,6 +25,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 import faust
@@ -169,13 +170,9 @@ class PartitionedAgent:
         self.pending.clear()
         self.sent.clear()
 
-    async def handle(self, partition: int, events: list[Any], generation: int, upto: int | None = None) -> None:
-        """Apply the partition's events from its position on, reading any gap the stream left (and up to `upto`)."""
+    async def _records(self, partition: int, events: list[Any], upto: int | None) -> tuple[list[Record], Any, int]:
+        """The partition's records from its position on, gaps read; the anchor event; the next position."""
         rt = self.rt
-        state = self.state_for(partition)
-        if partition not in self.sent:
-            self.sent[partition] = await rt.already_sent(partition, self.sent_topics)
-        seen = self.sent[partition]
         tp = TP(self.topic_name, partition)
         at = max(self.reached.get(partition, 0), self.durable.get(partition, -1) + 1)
         records: list[Record] = []
@@ -194,29 +191,58 @@ class PartitionedAgent:
             records += [record_of(r) for r in missing]
             anchor = anchor or (missing[-1] if missing else None)
             at = upto
-        if records and anchor is not None:
+        return records, anchor, at
+
+    async def handle(self, batch: dict[int, list[Any]], generation: int, upto: dict[int, int] | None = None) -> None:
+        """Apply each partition's events from its position on (gaps read, and up to `upto`), as one unit.
+
+        Every partition of the batch is applied and sent first, then the tables are written, and one
+        wait covers the broker's acks of all of it: a batch costs one round trip, not one per partition.
+        """
+        rt = self.rt
+        done: list[tuple[int, Any, int, int]] = []  # partition, anchor, last offset, next position
+        unacked: list[asyncio.Future[Any]] = []
+        writes: list[tuple[int, Any, Any, dict[str, set[str]], int]] = []
+        for partition in sorted(set(batch) | set(upto or {})):
+            state = self.state_for(partition)
+            if partition not in self.sent:
+                self.sent[partition] = await rt.already_sent(partition, self.sent_topics)
+            seen = self.sent[partition]
+            records, anchor, at = await self._records(partition, batch.get(partition, []), (upto or {}).get(partition))
+            if not records or anchor is None:
+                if partition not in self.pending:
+                    rt.gate.handled(TP(self.topic_name, partition), at, generation)  # nothing new below `at`
+                self.reached[partition] = at
+                continue
             applied = self.apply(partition, state, records)
-            last = records[-1].offset
-            unacked: list[asyncio.Future[Any]] = []
             for send in applied.sends:
                 if send.marker in seen:
                     rt.metrics.duplicate(self.name)  # sent before a crash, for a record applied again now
                     continue
                 unacked.append(await self._send(send))
+            last = records[-1].offset
+            writes.append((partition, anchor, state, applied.touched, last))
+            done.append((partition, anchor, last, at))
+            self.reached[partition] = at
+        if not done:
+            return
+        for partition, *_ in writes:
             await self._settle(partition)
+        for partition, anchor, state, touched, last in writes:
             set_current_event(anchor)
-            self._store(partition, state, applied.touched, last)
-            for table in self.tables.values():
-                unacked += table.take_unacked()
-            await asyncio.gather(*unacked)  # every send and changelog record of the batch is in Kafka
+            self._store(partition, state, touched, last)
+        for table in self.tables.values():
+            unacked += table.take_unacked()
+        await asyncio.gather(*unacked)  # every send and changelog record of the batch is in Kafka
+        for partition, anchor, last, at in done:
             set_current_event(anchor)
             self.marker_table[f"{partition}/{APPLIED}"] = applied_value(last)
             (marker,) = self.marker_table.take_unacked()
             self.pending[partition] = marker
-            marker.add_done_callback(lambda done: self._marked(done, partition, last, tp, at, generation))
-        elif partition not in self.pending:
-            rt.gate.handled(tp, at, generation)  # nothing new: every offset below `at` is applied and in Kafka
-        self.reached[partition] = at
+            tp = TP(self.topic_name, partition)
+            marker.add_done_callback(
+                partial(self._marked, partition=partition, last=last, tp=tp, at=at, gen=generation)
+            )
 
     async def _send(self, send: Send) -> asyncio.Future[Any]:
         headers = [*send.headers, (SRC_HEADER, send.marker)]
@@ -233,7 +259,7 @@ class PartitionedAgent:
         if pending is not None:
             await asyncio.shield(pending)
 
-    def _marked(self, done: asyncio.Future[Any], partition: int, last: int, tp: TP, at: int, generation: int) -> None:
+    def _marked(self, done: asyncio.Future[Any], *, partition: int, last: int, tp: TP, at: int, gen: int) -> None:
         if done.cancelled() or done.exception() is not None:
             log.error("marker_not_written", topic=tp.topic, partition=partition, offset=last)
             return
@@ -241,7 +267,7 @@ class PartitionedAgent:
             del self.pending[partition]
         if last > self.durable.get(partition, -1):
             self.durable[partition] = last
-        self.rt.gate.handled(tp, at, generation)
+        self.rt.gate.handled(tp, at, gen)
 
     def _store(self, partition: int, state: Any, touched: dict[str, set[str]], offset: int) -> None:
         prefix = f"{partition}/"
@@ -267,8 +293,7 @@ class PartitionedAgent:
                 if event.message.generation_id == generation and gate.ready():  # else it comes again
                     by_partition.setdefault(event.message.partition, []).append(event)
             async with self.handling:
-                for partition in sorted(by_partition):
-                    await self.handle(partition, by_partition[partition], generation)
+                await self.handle(by_partition, generation)
 
     async def watch(self) -> None:
         """Read what sits below a partition's end while the stream brings nothing (see `CommitGate`)."""
@@ -287,9 +312,8 @@ class PartitionedAgent:
         due = gate.overdue(self.name, {tp: position(tp) for tp in mine}, busy, WATCH_FILL_MAX)
         if due:
             async with self.handling:
-                for tp, end in due.items():
-                    if gate.ready() and gate.current() == generation:
-                        await self.handle(tp.partition, [], generation, upto=end)
+                if gate.ready() and gate.current() == generation:
+                    await self.handle({}, generation, upto={tp.partition: end for tp, end in due.items()})
 
 
 def oldest_t0(headers: Sequence[tuple[str, bytes]], oldest: int | None) -> int | None:

@@ -97,7 +97,7 @@ class Deployment:
                 str(self.workdir / f"state-{name}"),
             ],
             cwd=ROOT,
-            env=self.env(),
+            env={**self.env(), "RISKGUARD_INSTANCE_ID": name},  # static membership: one stable id per worker
             stdout=log,
             stderr=subprocess.STDOUT,
         )

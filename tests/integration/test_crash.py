@@ -187,7 +187,7 @@ class Run:
                     self.guarantee,
                 ],
                 cwd=ROOT,
-                env=self.env(),
+                env={**self.env(), "RISKGUARD_INSTANCE_ID": name},  # static membership: the same id on restart
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

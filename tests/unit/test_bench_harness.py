@@ -86,8 +86,8 @@ def test_evaluate_goals_when_measured_then_ratio_to_goal_and_met() -> None:
             {
                 "replay_events_per_s": 50_000,
                 "parse_only_events_per_s": 1_000_000,
-                "latency_ms_p50": 4.0,
-                "latency_ms_p99": 50.0,
+                "light_latency_ms_p50": 8.0,
+                "latency_ms_p99": 150.0,
                 "latency_ms_p99_is_lower_bound": True,
                 "cluster_recompute_ms_500": 1.0,
             }
@@ -97,10 +97,11 @@ def test_evaluate_goals_when_measured_then_ratio_to_goal_and_met() -> None:
     assert rows["replay"]["measured"] == pytest.approx(0.05)
     assert rows["replay"]["ratio_to_goal"] == pytest.approx(0.25)
     assert rows["replay"]["met"] is False
-    assert rows["latency p50"]["met"] is True
-    assert rows["latency p50"]["ratio_to_goal"] == pytest.approx(0.8)
-    assert rows["latency p99"]["met"] is False
-    assert "lower bound" in rows["latency p99"]["detail"]
+    assert rows["latency p50, light load"]["met"] is True
+    assert rows["latency p50, light load"]["ratio_to_goal"] == pytest.approx(0.8)
+    assert rows["latency p99, 1,000 signals/s"]["met"] is False
+    assert "lower bound" in rows["latency p99, 1,000 signals/s"]["detail"]
+    assert rows["latency p99, light load"]["met"] is None
     assert rows["cluster recompute"]["met"] is True
     assert rows["pipeline"]["met"] is None
     assert rows["worker RSS"]["measured"] is None
