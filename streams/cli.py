@@ -273,7 +273,7 @@ def worker(
     guarantee: Annotated[str | None, typer.Option(help="at_least_once (default) or exactly_once.")] = None,
     datadir: Annotated[str | None, typer.Option(help="Where RocksDB tables live.")] = None,
 ) -> None:
-    """Run the Faust worker: the sequencer and one table-backed agent per guard level."""
+    """Run the Faust worker: the market agent (Level 2), the sequencer and the level chain (Levels 1, 3, 4)."""
     import os
 
     import faust

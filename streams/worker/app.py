@@ -76,6 +76,13 @@ class CleanStop:
             self.marker.unlink()
 
 
+class InputTopics(faust.Topic):
+    """The sequencer's several input topics as one source; named by all of them (Faust's `agents` lists it)."""
+
+    def get_topic_name(self) -> str:
+        return ",".join(self.topics) if self.topics and len(self.topics) > 1 else str(super().get_topic_name())
+
+
 def instance_id(settings: WorkerSettings) -> str:
     """This worker's static member id: the configured one, else host and web port (unique on a host)."""
     return settings.group_instance_id or f"{settings.app_id}-{socket.gethostname()}-{settings.web_port}"
@@ -167,12 +174,9 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
     chain = LevelChain(runtime, config, sequenced, outputs, output_names)
 
     app.agent(bars, name="level-market")(market_agent.run)
-    app.agent(
-        app.topic(
-            *(t.get_topic_name() for t in (market, *inputs.values())), key_serializer="raw", value_serializer="raw"
-        ),
-        name="sequencer",
-    )(sequencer.run)
+    names = [t.get_topic_name() for t in (market, *inputs.values())]
+    sources = InputTopics(app, topics=names, key_serializer="raw", value_serializer="raw")
+    app.agent(sources, name="sequencer")(sequencer.run)
     app.agent(sequenced, name="level-chain")(chain.run)
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]

@@ -4,8 +4,9 @@
     faust -A streams.worker.main agents        # the market agent, the sequencer, the level chain
     faust -A streams.worker.main tables        # level-market, level-account, level-symbol, level-portfolio
 
-`riskguard worker` does the same and also creates the topics first; with Faust's CLI run
-`riskguard kafka topics` (or let a first `riskguard worker` create them).
+`riskguard worker` does the same and also creates the topics first (Faust creates missing ones at
+start too, but a group assigned before they exist leaves them idle until its next metadata refresh:
+start `riskguard worker` once on a new deployment, or create the topics beforehand).
 """
 
 from __future__ import annotations

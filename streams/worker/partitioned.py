@@ -283,7 +283,7 @@ class PartitionedAgent:
                 table[prefix + key] = stored(offset, cur, previous, done)
 
     async def run(self, stream: Any) -> None:
-        """The agent: batches of the stream, each partition's part handled in turn."""
+        """The agent: batches of the stream, every partition's part applied and made durable as one unit."""
         self.streams[:] = [stream]
         gate = self.rt.gate
         async for events in batches(stream, self.rt.settings.batch_max):

@@ -1,0 +1,81 @@
+"""The worker shell without a broker: Faust's own CLI on the app, the fenced Faust internals, the settings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.config import load_config
+from streams.worker import faust_compat
+from streams.worker.settings import WorkerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _faust(command: str, tmp_path: Path) -> str:
+    env = {"PATH": "/usr/bin:/bin", "RISKGUARD_DATADIR": str(tmp_path), "RISKGUARD_STORE": "memory://"}
+    done = subprocess.run(
+        [sys.executable, "-m", "faust", "-A", "streams.worker.main", command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_faust_agents_when_run_on_the_worker_module_then_market_sequencer_and_chain_listed(tmp_path: Path) -> None:
+    out = _faust("agents", tmp_path)
+    assert "@level-market" in out and "@sequencer" in out and "@level-chain" in out
+    assert "risk.sequenced" in out and "market.bars" in out
+    assert "level1" not in out and "level2" not in out and "level3" not in out  # no internal level topics
+
+
+def test_faust_tables_when_run_on_the_worker_module_then_one_table_per_level(tmp_path: Path) -> None:
+    out = _faust("tables", tmp_path)
+    for table in ("level-market", "level-account", "level-symbol", "level-portfolio"):
+        assert table in out
+
+
+def test_check_when_installed_faust_differs_from_the_pin_then_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(faust_compat.metadata, "version", lambda package: "9.9.9")
+    with pytest.raises(faust_compat.IncompatibleFaust, match=r"faust-streaming 9\.9\.9 is installed.*0\.15\.3"):
+        faust_compat.check()
+
+
+def test_check_when_pinned_versions_installed_then_passes() -> None:
+    faust_compat.check()
+
+
+def test_commit_gate_when_consumer_lacks_a_patched_attribute_then_clear_error() -> None:
+    class Consumer:
+        _new_offset = _acked = _acked_index = _gap = None
+
+        async def seek_to_committed(self) -> Any:
+            return {}
+
+    with pytest.raises(faust_compat.IncompatibleFaust, match="_read_offset"):
+        faust_compat.check_consumer(Consumer())
+
+
+def test_settings_when_session_timeout_below_the_broker_floor_then_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RISKGUARD_SESSION_TIMEOUT_S", "3")
+    with pytest.raises(ValueError, match="session_timeout_s"):
+        WorkerSettings.from_config(load_config(None))
+
+
+def test_settings_when_instance_id_set_then_static_member_id_names_app_and_instance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RISKGUARD_APP_ID", "desk")
+    monkeypatch.setenv("RISKGUARD_INSTANCE_ID", "w2")
+    settings = WorkerSettings.from_config(load_config(None))
+    assert settings.group_instance_id == "desk-w2"
+    assert (settings.session_timeout_s, settings.standby_replicas) == (10.0, 0)
