@@ -84,7 +84,7 @@ class InputTopics(faust.Topic):
 
 
 def instance_id(settings: WorkerSettings) -> str:
-    """This worker's static member id: the configured one, else host and web port (unique on a host)."""
+    """This worker's static member id: the configured one, else the host (unique with the web port on a host)."""
     return settings.group_instance_id or f"{settings.app_id}-{socket.gethostname()}-{settings.web_port}"
 
 

@@ -85,8 +85,13 @@ class WorkerSettings:
 
     @property
     def group_instance_id(self) -> str | None:
-        """The consumer's static member id: the app id and this worker's instance id (None: dynamic)."""
-        return f"{self.app_id}-{self.instance_id}" if self.instance_id else None
+        """The consumer's static member id: app id, this worker's instance id and web port (None: not set).
+
+        The web port is part of it because Faust's assignor keeps each member's URL with its assignment and
+        refuses a static member that comes back at another URL: a worker restarted on another port must
+        join as a new member, not crash its consumer.
+        """
+        return f"{self.app_id}-{self.instance_id}-{self.web_port}" if self.instance_id else None
 
 
 def control_key() -> bytes | None:

@@ -78,7 +78,7 @@ class Deployment:
         )
 
     def start_worker(self, name: str, store: str = "rocksdb://") -> subprocess.Popen[bytes]:
-        port = free_port()
+        port = self.ports.get(name) or free_port()  # a restart keeps its port: one static member
         self.ports[name] = port
         log = (self.workdir / f"{name}.log").open("wb")
         process = subprocess.Popen(

@@ -166,7 +166,7 @@ class Run:
     def start(self, name: str, timeout: float = 90.0) -> float:
         """Start (or restart, with the same datadir) a worker; seconds until its web server answers."""
         began = time.monotonic()
-        port = free_port()
+        port = self.deployment.ports.get(name) or free_port()  # a restart keeps its port: one static member
         self.deployment.ports[name] = port
         with self.log(name).open("ab") as log:  # appended: a restart keeps what the killed one wrote
             process = subprocess.Popen(

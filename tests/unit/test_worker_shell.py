@@ -77,5 +77,5 @@ def test_settings_when_instance_id_set_then_static_member_id_names_app_and_insta
     monkeypatch.setenv("RISKGUARD_APP_ID", "desk")
     monkeypatch.setenv("RISKGUARD_INSTANCE_ID", "w2")
     settings = WorkerSettings.from_config(load_config(None))
-    assert settings.group_instance_id == "desk-w2"
+    assert settings.group_instance_id == "desk-w2-6066"  # the web port too: Faust checks a member's URL
     assert (settings.session_timeout_s, settings.standby_replicas) == (10.0, 0)
