@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streams.core.clusters import ClusterMap, ClusterParams, ClusterState
+from streams.core.levels.market.clusters import ClusterMap, ClusterParams, ClusterState
 
 T0 = 1_700_000_000_000  # epoch ms of the first synthetic bar
 STEP = 60_000  # one-minute bars

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.config import RebalancePolicy
-from streams.core.schedule import local_epoch_ms, next_run, roll_to_trading_day
+from streams.core.levels.account.schedule import local_epoch_ms, next_run, roll_to_trading_day
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS

@@ -12,8 +12,10 @@ import pytest
 from schemas.config import Config, config_from_dict, load_config
 from schemas.inputs import Bar
 from streams.core.engine import Engine
-from streams.core.snapshot import CLUSTERS_KEY, DUMPERS, LOADERS, PARTITION_KEY, dump_market, load_market
-from streams.core.stages import MarketStage, item_for
+from streams.core.items import PARTITION_KEY, item_for
+from streams.core.levels.market.snapshot import CLUSTERS_KEY, dump_market, load_market
+from streams.core.levels.market.stage import MarketStage
+from streams.core.snapshot import DUMPERS, LOADERS
 from streams.gen import GenParams, generate
 from streams.tape import decode_line, encode
 

@@ -187,3 +187,12 @@ def _holidays(texts: tuple[str, ...]) -> frozenset[date]:
         return frozenset(date.fromisoformat(text) for text in texts)
     except ValueError as exc:
         raise ValueError(f"rebalance.holidays must be ISO dates (YYYY-MM-DD): {exc}") from None
+
+
+def first_run(ts: int, policy: RebalancePolicy) -> int:
+    """An account's first scheduled run: the first after `ts`, and not before `start_date` (local midnight)."""
+    after = ts
+    if policy.start_date is not None:
+        start = local_epoch_ms(policy.start_date, time(0, 0), ZoneInfo(policy.timezone))
+        after = max(after, start - 1)
+    return next_run(after, policy)
