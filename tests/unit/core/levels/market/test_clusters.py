@@ -19,7 +19,7 @@ T0 = 1_700_000_000_000  # epoch ms of the first synthetic bar
 STEP = 60_000  # one-minute bars
 Bar = tuple[str, int, float]
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[5].parent / "shared" / "data"
 SP500 = DATA / "sp500_daily_2018-01-02_2018-02-07.csv"
 SECTORS = DATA / "sp500_sectors.csv"
 
