@@ -47,6 +47,7 @@ def load_account(stage: AccountStage, key: str, data: Snapshot) -> None:
         stage.pinned_all = data.get("pinned_all")
         return
     fields = dict(data)
+    fields.pop("quota_used", None)  # written before the entry quota lived only at Level 4
     budget = fields.pop("budget", None)
     next_rebalance_at = fields.pop("next_rebalance_at", None)
     stage.accounts[key] = l1.AccountState(**fields)

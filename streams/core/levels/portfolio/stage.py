@@ -355,6 +355,7 @@ class PortfolioStage(Level):
         cluster = self.cluster_of(sym)
         exp = exposures(values, rules.groups.group_of, self.cluster_of, group, cluster)
         conc = rules.concentration
+        # The day's entry quota (`account.daily_entry_quota_pct`): kept here, where every opening is decided.
         quota_pct = rules.account.daily_entry_quota_pct
         quota = None if quota_pct is None else max(quota_pct * view.day_start_equity - book.quota_used, 0.0)
         triggers = self.config.policy.rebalance_triggers
