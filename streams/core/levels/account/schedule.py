@@ -133,12 +133,9 @@ def _custom_days(start: date, policy: RebalancePolicy, holidays: frozenset[date]
 
 
 def _custom_start(policy: RebalancePolicy) -> date:
-    """`start_date` (not yet a RebalancePolicy key), else `day_rule` as an ISO date, else 1970-01-01."""
-    explicit: object = getattr(policy, "start_date", None)
-    if isinstance(explicit, date):
-        return explicit
-    if isinstance(explicit, str):
-        return date.fromisoformat(explicit)
+    """The policy's `start_date`, else `day_rule` as an ISO date, else 1970-01-01."""
+    if policy.start_date is not None:
+        return policy.start_date
     if policy.day_rule:
         try:
             return date.fromisoformat(policy.day_rule.strip())
