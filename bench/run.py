@@ -54,7 +54,7 @@ import orjson
 from bench import pipeline as pl
 from bench.flame import summarize
 from schemas.config import Config, load_config
-from streams.core.clusters import ClusterParams, ClusterState
+from streams.core.levels.market.clusters import ClusterParams, ClusterState
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -27,7 +27,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from schemas.inputs import INPUT_MODELS
 from schemas.outputs import OUTPUT_MODELS
-from streams.core.controls import sign
+from streams.core.levels.account.controls import sign
 from streams.topology import SEQ_HEADER, Topics
 
 ASYNCAPI_VERSION = "3.0.0"

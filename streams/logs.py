@@ -28,7 +28,7 @@ from structlog.typing import EventDict, Processor
 
 from schemas.outputs import Action, DeadLetter, Decision, Halt, RebalanceRun, RiskEvent, TradingState
 from schemas.timefmt import format_ts
-from streams.core.stages import Output
+from streams.core.items import Output
 
 __all__ = [
     "MASK",

@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.exposition import generate_latest
 
 from schemas.outputs import Action, DeadLetter, Decision, Halt, Layer, Origin, RebalanceRun, RiskEvent, TradingState
-from streams.core.stages import Output
+from streams.core.items import Output
 
 __all__ = ["LATENCY_BUCKETS", "LEVELS", "PREFIX", "Metrics", "faust_lags", "install_faust_sensor"]
 

@@ -13,8 +13,8 @@ import orjson
 
 from schemas.config import Config, config_from_dict
 from schemas.outputs import Decision, Halt, RiskEvent
-from streams.core.controls import sign
 from streams.core.engine import Engine, Output
+from streams.core.levels.account.controls import sign
 from streams.tape import encode, replay
 
 

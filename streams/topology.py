@@ -17,7 +17,7 @@ import orjson
 
 from schemas.config import KafkaSettings
 from schemas.inputs import INPUT_MODELS
-from streams.core.stages import Item
+from streams.core.items import Item
 
 LOGICAL_TOPICS = {
     "bars": "market.bars",

@@ -16,9 +16,9 @@ import orjson
 
 from schemas.config import Config
 from schemas.outputs import Decision
-from streams.core import account as l1
-from streams.core.decision import TradeContext, evaluate
 from streams.core.engine import Engine
+from streams.core.kernel.decision import TradeContext, evaluate
+from streams.core.levels.account import rules as l1
 from streams.tape import read_outputs, replay
 
 CHECKED_TOPICS = ("decisions", "halts")

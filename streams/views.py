@@ -27,9 +27,10 @@ from pydantic import ValidationError
 
 from schemas.inputs import Command, Control
 from schemas.timefmt import format_ts
-from streams.core import account as l1
 from streams.core import budget as bm
-from streams.core.controls import check_signature, params_problem
+from streams.core.levels.account import rules as l1
+from streams.core.levels.account.controls import check_signature, params_problem
+from streams.core.levels.market.regime import classify
 from streams.core.positions import Position
 from streams.tape import BadMessage, decode_value, load_json
 
@@ -108,7 +109,7 @@ def budget(source: Any, account: str) -> dict[str, Any] | None:
     static = stage.config.risk_for(account).portfolio.gross_cap
     in_force = [c for c in (cap, static) if c is not None]
     market = levels["market"].state
-    reading = bm.classify(market.classifier.closes, config.classifier) if config.benchmark is not None else None
+    reading = classify(market.classifier.closes, config.classifier) if config.benchmark is not None else None
     return {
         "account": account,
         "as_of": _iso(stage.clock),

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import orjson
 from hypothesis import strategies as st
 
-from streams.core.controls import sign
+from streams.core.levels.account.controls import sign
 
 Verdict = Literal["ok", "bad", "unsure"]
 Expect = Literal["accept", "reject", "any"]

@@ -1,18 +1,19 @@
-"""Dynamic risk budget (seed 002, SPEC §6.7): regimes, the benchmark classifier, triggers, the gross budget.
+"""Dynamic risk budget (seed 002, SPEC §6.7): regimes in force, triggers, recommendations, the gross budget.
+
+Shared by three levels, so it sits beside them rather than in one: Level 1 keeps each account's
+regime and vol breach (`AccountBudget`) and the budget triggers it sees, Level 3 the drift trigger,
+Level 4 enforces the gross budget; all of them recommend through `recommend`. The benchmark
+classifier is Level 2's alone: `streams.core.levels.market.regime`.
 
 - Regime in force for an account: its own SET_REGIME pin, else a pin on every account (`*`), else
   the classifier's reading of `budget.benchmark`, else `initial_regime`.
-- Classifier, in event time over the last `window` returns of the benchmark's bar closes:
-  vol = stdev of simple returns × sqrt(periods_per_year); drawdown = 1 − close / highest close of
-  the window (the trend measure). `crisis` when vol >= crisis_vol or drawdown >= crisis_drawdown;
-  else `bear` when vol >= bear_vol or drawdown >= bear_drawdown; else `bull`. No reading before
-  `min_periods` returns.
 - Gross budget = equity × equity_allocation × leverage_limit; the kernel enforces it as a lower
   gross cap (`budget_cap` in the decision facts).
 - Triggers (regime change, correlation spike, vol breach, drift) publish a recommendation on their
   edge, when they become true, never while they stay true.
 
-Pure: no I/O, no clock; `statistics.stdev` and `math.fsum` keep the figures order-independent.
+No I/O, no clock (`recommend` builds the events, nothing more); `statistics.stdev` and `math.fsum`
+keep the figures order-independent.
 """
 
 from __future__ import annotations
@@ -24,36 +25,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.config import Budget, Regime, RegimeClassifier
+from schemas.config import Budget, Config, Regime
+from schemas.outputs import RiskEvent
+from streams.core.ids import stable_id
+from streams.core.items import Output
 
-BULL, BEAR, CRISIS = "bull", "bear", "crisis"
 AUTO = "auto"
 REGIME_CHANGE, CORRELATION_SPIKE, VOL_BREACH, DRIFT = "regime_change", "correlation_spike", "vol_breach", "drift"
 TRIGGERS = (REGIME_CHANGE, CORRELATION_SPIKE, VOL_BREACH, DRIFT)
 # Recommendations kept per account for the recommendations view (the topic keeps them all).
 RECENT = 20
 TRADING_DAYS_PER_YEAR = 252
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One classification of the benchmark: the regime and the figures behind it."""
-
-    regime: str
-    vol: float
-    drawdown: float
-    returns: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"regime": self.regime, "vol": self.vol, "drawdown": self.drawdown, "returns": self.returns}
-
-
-@dataclass(slots=True)
-class ClassifierState:
-    """Level-2 state of the classifier: the benchmark's last closes and the regime it last read."""
-
-    closes: list[float] = field(default_factory=list)
-    regime: str | None = None
 
 
 @dataclass(slots=True)
@@ -67,34 +49,6 @@ class AccountBudget:
     vol_day: int | None = None
     vol_breach: bool = False
     recommendations: list[dict[str, Any]] = field(default_factory=list)
-
-
-def classify(closes: Sequence[float], params: RegimeClassifier) -> Reading | None:
-    """The regime the benchmark's closes call for, or None before `min_periods` returns."""
-    window = list(closes[-(params.window + 1) :])
-    returns = [b / a - 1 for a, b in itertools.pairwise(window) if a > 0]
-    if len(returns) < params.min_periods:
-        return None
-    vol = statistics.stdev(returns) * math.sqrt(params.periods_per_year)
-    drawdown = 1 - window[-1] / max(window)
-    if vol >= params.crisis_vol or drawdown >= params.crisis_drawdown:
-        regime = CRISIS
-    elif vol >= params.bear_vol or drawdown >= params.bear_drawdown:
-        regime = BEAR
-    else:
-        regime = BULL
-    return Reading(regime, vol, drawdown, len(returns))
-
-
-def observe(state: ClassifierState, close: float, params: RegimeClassifier) -> Reading | None:
-    """Add one benchmark close; the reading when the regime it calls for changed, else None."""
-    state.closes.append(close)
-    del state.closes[: -(params.window + 1)]
-    reading = classify(state.closes, params)
-    if reading is None or reading.regime == state.regime:
-        return None
-    state.regime = reading.regime
-    return reading
 
 
 def realized_vol(closes: Sequence[float], window: int, min_periods: int) -> float | None:
@@ -171,3 +125,41 @@ def remember(history: list[dict[str, Any]], record: dict[str, Any]) -> None:
     """Keep the last `RECENT` recommendations of an account, oldest first."""
     history.append(record)
     del history[:-RECENT]
+
+
+def recommend(
+    config: Config,
+    account: str,
+    ts: int,
+    fired: list[tuple[str, dict[str, Any]]],
+    notes: dict[str, Any],
+    equity: float | None,
+    regime: str | None,
+    history: list[dict[str, Any]],
+) -> list[Output]:
+    """One `budget_recommendation` per fired trigger; with auto_rebalance, a budget run on this item."""
+    if not fired:
+        return []
+    budget = config.budget
+    run = notes.get("rebalance")
+    if budget.auto_rebalance and run is None:
+        names = [trigger for trigger, _ in fired]
+        run = {"trigger": "budget", "run_id": stable_id("run", account, "budget", ts, *names), "ts": ts}
+        run["triggers"] = names
+        notes["rebalance"] = run
+    outputs: list[Output] = []
+    for trigger, details in fired:
+        record = {
+            "trigger": trigger,
+            "regime": regime,
+            "equity": equity,
+            "budget_gross_cap": budget_cap(budget, regime, equity),
+            **details,
+            "auto_rebalance": budget.auto_rebalance,
+            "run_id": run["run_id"] if budget.auto_rebalance and run is not None else None,
+        }
+        event_id = stable_id("evt", "budget_recommendation", account, trigger, ts, regime)
+        event = RiskEvent(event_id=event_id, kind="budget_recommendation", account=account, ts=ts, details=record)
+        remember(history, {"event_id": event_id, "ts": ts, **record})
+        outputs.append(Output("events", account, event))
+    return outputs

@@ -1,6 +1,6 @@
 """The guard engine: input events in order in, decisions / halts / events out (SPEC §6, §7).
 
-The engine runs the four level stages of `stages.py` one after the other on each event — Level 2
+The engine runs the four level stages (`streams.core.levels.<level>.stage`) one after the other on each event — Level 2
 market, Level 1 account, Level 3 symbol, Level 4 portfolio — through a `Chain`, the same object the
 Faust worker runs for each partition of the sequenced log. It reads no clock and does no I/O;
 `riskguard replay`, `verify`, `gen` and the tests all call it.
@@ -23,19 +23,15 @@ from typing import Any
 from schemas.base import InputModel
 from schemas.config import Config
 from schemas.outputs import RiskEvent
-from streams.core import account as l1
-from streams.core.controls import check_signature
 from streams.core.ids import stable_id
+from streams.core.items import Item, Output, item_for
+from streams.core.levels.account import rules as l1
+from streams.core.levels.account.controls import check_signature
+from streams.core.levels.account.stage import AccountStage
+from streams.core.levels.market.stage import MarketStage
+from streams.core.levels.portfolio.stage import PortfolioStage
+from streams.core.levels.symbol.stage import SymbolStage
 from streams.core.positions import Position
-from streams.core.stages import (
-    AccountStage,
-    Item,
-    MarketStage,
-    Output,
-    PortfolioStage,
-    SymbolStage,
-    item_for,
-)
 
 __all__ = ["Chain", "Engine", "LevelFailure", "Output"]
 

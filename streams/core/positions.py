@@ -8,6 +8,7 @@ decision in event time. Round trips (flat -> open -> flat) feed the Kelly ledger
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -102,3 +103,23 @@ def add_pending(position: Position, decision_id: str, signed_qty: float, expires
     """Record an ALLOW/CLIP decision's quantity as pending until filled or expired."""
     if signed_qty != 0:
         position.pending[decision_id] = Pending(signed_qty, expires_at)
+
+
+def dump_position(p: Position) -> dict[str, Any]:
+    """A position as snapshot JSON (Levels 3 and 4 store theirs alike)."""
+    return {
+        "qty": p.qty,
+        "avg_entry": p.avg_entry,
+        "peak": p.peak,
+        "trough": p.trough,
+        "trip_pnl": p.trip_pnl,
+        "last_price": p.last_price,
+        "pending": {k: [v.qty, v.expires_at] for k, v in p.pending.items()},
+    }
+
+
+def load_position(data: dict[str, Any]) -> Position:
+    pending = {k: Pending(q, e) for k, (q, e) in data["pending"].items()}
+    return Position(
+        data["qty"], data["avg_entry"], data["peak"], data["trough"], data["trip_pnl"], data["last_price"], pending
+    )

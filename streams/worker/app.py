@@ -31,8 +31,8 @@ from prometheus_client import CollectorRegistry
 
 from schemas.config import Config
 from streams import security
-from streams.core.controls import check_signature
-from streams.core.stages import MarketStage
+from streams.core.levels.account.controls import check_signature
+from streams.core.levels.market.stage import MarketStage
 from streams.kafka_io import read_range, sent_markers
 from streams.metrics import Metrics, faust_lags, install_faust_sensor
 from streams.topology import SRC_HEADER, Topics

@@ -19,8 +19,10 @@ import faust
 from schemas.config import Config
 from schemas.outputs import DeadLetterSource
 from streams.core.engine import Chain
+from streams.core.levels.account.stage import AccountStage
+from streams.core.levels.portfolio.stage import PortfolioStage
+from streams.core.levels.symbol.stage import SymbolStage
 from streams.core.snapshot import DUMPERS, LOADERS
-from streams.core.stages import AccountStage, PortfolioStage, SymbolStage
 from streams.topology import decode_packet
 from streams.worker.commit import durable_table
 from streams.worker.outputs import OUTPUT_TOPICS, Outputs

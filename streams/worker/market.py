@@ -18,8 +18,9 @@ import faust
 from schemas.config import Config
 from schemas.outputs import DeadLetterSource
 from streams.core.engine import Chain
+from streams.core.items import item_for
+from streams.core.levels.market.stage import MarketStage
 from streams.core.snapshot import DUMPERS, LOADERS
-from streams.core.stages import MarketStage, item_for
 from streams.tape import BadMessage, decode_value, load_json
 from streams.topology import SEQ_HEADER, encode_packets
 from streams.worker.commit import durable_table

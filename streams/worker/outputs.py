@@ -12,7 +12,7 @@ import structlog
 
 from schemas.outputs import DeadLetterSource, Decision
 from streams.core.engine import LevelFailure
-from streams.core.stages import Output
+from streams.core.items import Output
 from streams.logs import log_output
 from streams.metrics import Metrics
 from streams.tape import dead_letter as make_dead_letter

@@ -25,7 +25,7 @@ import faust
 import structlog
 
 from schemas.outputs import DeadLetterSource
-from streams.core.stages import Item, Output, item_for
+from streams.core.items import Item, Output, item_for
 from streams.tape import BadMessage, SecurityRefusal, decode_value, load_json, security_event
 from streams.topology import SEQ_HEADER, decode_packet, encode_packets
 from streams.worker.batching import batches

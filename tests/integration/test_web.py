@@ -14,7 +14,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.core.controls import sign
+from streams.core.levels.account.controls import sign
 from streams.testing import TapeBuilder
 from tests.integration.conftest import ROOT, Deployment, stop
 

@@ -29,7 +29,7 @@ import yaml
 from schemas.inputs import INPUT_MODELS
 from schemas.outputs import OUTPUT_MODELS
 from streams.asyncapi import CHANNELS, EXAMPLE_CONTROL_KEY, asyncapi_document, write_asyncapi
-from streams.core.controls import check_signature
+from streams.core.levels.account.controls import check_signature
 from streams.testing import TapeBuilder
 from streams.topology import decode_packet, encode_packets
 from tests.conftest import SEED001_YAML

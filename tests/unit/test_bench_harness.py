@@ -181,7 +181,7 @@ def _line_of(path: Path, text: str, after: str = "") -> int:
 
 def test_flame_when_raw_stacks_then_self_inclusive_and_level() -> None:
     app = ROOT / "streams" / "worker" / "partitioned.py"
-    stages = ROOT / "streams" / "core" / "stages.py"
+    stages = ROOT / "streams" / "core" / "levels" / "market" / "stage.py"
     handle = f"handle ({app}:{_line_of(app, 'async def handle(')})"
     process = f"process ({stages}:{_line_of(stages, 'def process(', after='class MarketStage')})"
     loop = "_run_once (/usr/lib/python3.11/asyncio/base_events.py:1900)"

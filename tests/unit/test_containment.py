@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from streams.core.ids import decision_id
-from streams.core.stages import MarketStage, SymbolStage
+from streams.core.levels.market.stage import MarketStage
+from streams.core.levels.symbol.stage import SymbolStage
 from streams.testing import TapeBuilder
 
 CONFIG: dict[str, Any] = {

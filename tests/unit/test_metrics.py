@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from schemas.config import Config, load_config
 from schemas.outputs import Decision
 from streams.core.engine import Engine
-from streams.core.stages import Item, Output, item_for
+from streams.core.items import Item, Output, item_for
 from streams.gen import GenParams, generate
 from streams.metrics import Metrics, faust_lags, install_faust_sensor
 from streams.tape import decode_line

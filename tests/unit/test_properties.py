@@ -19,8 +19,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from schemas.config import Config, config_from_dict
 from schemas.inputs import Bar, Equity, Fill, Signal
-from streams.core.decision import Outcome, TradeContext, evaluate
 from streams.core.engine import Engine
+from streams.core.kernel.decision import Outcome, TradeContext, evaluate
 from streams.tape import encode, replay
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from schemas.inputs import Control
 from streams.cli import app
-from streams.core.controls import sign
 from streams.core.engine import Engine
+from streams.core.levels.account.controls import sign
 from streams.core.snapshot import DUMPERS
 from streams.testing import TapeBuilder, TapeResult
 from streams.views import (

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streams.core.clusters import ClusterMap, ClusterParams, ClusterState
+from streams.core.levels.market.clusters import ClusterMap, ClusterParams, ClusterState
 
 T0 = 1_700_000_000_000  # epoch ms of the first synthetic bar
 STEP = 60_000  # one-minute bars
 Bar = tuple[str, int, float]
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[5].parent / "shared" / "data"
 SP500 = DATA / "sp500_daily_2018-01-02_2018-02-07.csv"
 SECTORS = DATA / "sp500_sectors.csv"
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from schemas.config import SizingRules
-from streams.core.market import SymbolMarket, update_atr
+from streams.core.kernel.sizing import kelly_fraction, size_notional
+from streams.core.levels.market.atr import SymbolMarket, update_atr
 from streams.core.positions import Ledger, Position, apply_fill
-from streams.core.sizing import kelly_fraction, size_notional
 from streams.testing import TapeBuilder
 
 

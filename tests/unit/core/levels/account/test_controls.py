@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.core.controls import canonical_bytes, check_signature, sign
+from streams.core.levels.account.controls import canonical_bytes, check_signature, sign
 from streams.testing import TapeBuilder, TapeResult
 
 KEY = b"test-control-key"

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.config import RebalancePolicy
-from streams.core.schedule import local_epoch_ms, next_run, roll_to_trading_day
+from streams.core.levels.account.schedule import local_epoch_ms, next_run, roll_to_trading_day
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -245,8 +245,7 @@ def test_next_run_when_custom_days_asked_before_the_start_then_the_start_date() 
 
 
 def test_next_run_when_custom_days_policy_has_start_date_then_it_anchors_the_grid() -> None:
-    # `start_date` is not yet a RebalancePolicy key; it is read with getattr when present.
-    policy = _policy(frequency="custom_days", every_days=7).model_copy(update={"start_date": "2024-01-03"})
+    policy = _policy(frequency="custom_days", every_days=7, start_date="2024-01-03")
 
     assert _iso(next_run(_ms("2024-01-04T00:00:00+00:00"), policy)) == "2024-01-10T09:40Z"
 

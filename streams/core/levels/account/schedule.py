@@ -133,12 +133,9 @@ def _custom_days(start: date, policy: RebalancePolicy, holidays: frozenset[date]
 
 
 def _custom_start(policy: RebalancePolicy) -> date:
-    """`start_date` (not yet a RebalancePolicy key), else `day_rule` as an ISO date, else 1970-01-01."""
-    explicit: object = getattr(policy, "start_date", None)
-    if isinstance(explicit, date):
-        return explicit
-    if isinstance(explicit, str):
-        return date.fromisoformat(explicit)
+    """The policy's `start_date`, else `day_rule` as an ISO date, else 1970-01-01."""
+    if policy.start_date is not None:
+        return policy.start_date
     if policy.day_rule:
         try:
             return date.fromisoformat(policy.day_rule.strip())
@@ -187,3 +184,12 @@ def _holidays(texts: tuple[str, ...]) -> frozenset[date]:
         return frozenset(date.fromisoformat(text) for text in texts)
     except ValueError as exc:
         raise ValueError(f"rebalance.holidays must be ISO dates (YYYY-MM-DD): {exc}") from None
+
+
+def first_run(ts: int, policy: RebalancePolicy) -> int:
+    """An account's first scheduled run: the first after `ts`, and not before `start_date` (local midnight)."""
+    after = ts
+    if policy.start_date is not None:
+        start = local_epoch_ms(policy.start_date, time(0, 0), ZoneInfo(policy.timezone))
+        after = max(after, start - 1)
+    return next_run(after, policy)

@@ -12,8 +12,10 @@ import pytest
 from schemas.config import Config, config_from_dict, load_config
 from schemas.inputs import Bar
 from streams.core.engine import Engine
-from streams.core.snapshot import CLUSTERS_KEY, DUMPERS, LOADERS, PARTITION_KEY, dump_market, load_market
-from streams.core.stages import MarketStage, item_for
+from streams.core.items import PARTITION_KEY, item_for
+from streams.core.levels.market.snapshot import CLUSTERS_KEY, dump_market, load_market
+from streams.core.levels.market.stage import MarketStage
+from streams.core.snapshot import DUMPERS, LOADERS
 from streams.gen import GenParams, generate
 from streams.tape import decode_line, encode
 
@@ -193,3 +195,19 @@ def test_market_when_restored_from_split_keys_then_next_maps_identical() -> None
 
     assert fresh.state.clusters.current == stage.state.clusters.current
     assert dump_market(fresh)[CLUSTERS_KEY] == dump_market(stage)[CLUSTERS_KEY]
+
+
+def test_load_account_when_written_with_the_old_level_1_quota_then_restores_without_it() -> None:
+    # Level-1 snapshots written before the entry quota lived only at Level 4 carry `quota_used`.
+    lines = list(generate(GenParams(symbols=5, accounts=2, days=1, seed=3), CONFIG))
+    engine = Engine(CONFIG)
+    for topic, _, value in (decode_line(line.strip()) for line in lines):
+        engine.process(topic, value)
+    dumped = DUMPERS["account"](engine.account)
+    old = {key: {**value, "quota_used": 0.0} if key != PARTITION_KEY else value for key, value in dumped.items()}
+
+    fresh = Engine(CONFIG)
+    for key in sorted(old):
+        LOADERS["account"](fresh.account, key, orjson.loads(orjson.dumps(old[key])))
+
+    assert _plain(DUMPERS["account"](fresh.account)) == _plain(dumped)

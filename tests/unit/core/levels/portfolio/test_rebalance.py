@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from schemas.config import RebalancePolicy
 from schemas.outputs import RebalanceRun
-from streams.core.rebalance import (
+from streams.core.levels.portfolio.rebalance import (
     Holding,
     Order,
     RebalancePlan,

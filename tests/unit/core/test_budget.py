@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from schemas.config import ConfigError, RegimeClassifier, config_from_dict
 from schemas.outputs import Decision, RebalanceRun, RiskEvent
 from streams.cli import app
-from streams.core import budget as bm
-from streams.core.decision import TradeContext, evaluate
+from streams.core.kernel.decision import TradeContext, evaluate
+from streams.core.levels.market import regime as rg
 from streams.testing import TapeBuilder, TapeResult
 from streams.verify import verify
 
@@ -294,15 +294,15 @@ def _params(**overrides: Any) -> RegimeClassifier:
 
 
 def test_classify_when_fewer_returns_than_min_periods_then_no_reading() -> None:
-    assert bm.classify([100, 101, 102], _params()) is None
+    assert rg.classify([100, 101, 102], _params()) is None
 
 
 def test_classify_when_drawdown_5_pct_then_bear_and_10_pct_then_crisis() -> None:
     flat = [100.0, 100.0, 100.0, 100.0]
 
-    assert bm.classify([*flat, 100.0], _params()).regime == "bull"  # type: ignore[union-attr]
-    bear = bm.classify([*flat, 95.0], _params(bear_vol=10, crisis_vol=20))
-    crisis = bm.classify([*flat, 89.0], _params(bear_vol=10, crisis_vol=20))
+    assert rg.classify([*flat, 100.0], _params()).regime == "bull"  # type: ignore[union-attr]
+    bear = rg.classify([*flat, 95.0], _params(bear_vol=10, crisis_vol=20))
+    crisis = rg.classify([*flat, 89.0], _params(bear_vol=10, crisis_vol=20))
     assert bear is not None and (bear.regime, round(bear.drawdown, 6)) == ("bear", 0.05)
     assert crisis is not None and (crisis.regime, round(crisis.drawdown, 6)) == ("crisis", 0.11)
 
@@ -310,19 +310,19 @@ def test_classify_when_drawdown_5_pct_then_bear_and_10_pct_then_crisis() -> None
 def test_classify_when_vol_crosses_thresholds_then_bear_then_crisis() -> None:
     # Returns alternate +-1 %: stdev ~1.1 % a bar, x sqrt(252) ~ 0.17 annualized.
     closes = [100.0, 101.0, 100.0, 101.0, 100.0, 101.0]
-    reading = bm.classify(closes, _params(bear_drawdown=0.5, crisis_drawdown=0.6))
+    reading = rg.classify(closes, _params(bear_drawdown=0.5, crisis_drawdown=0.6))
 
     assert reading is not None and 0.17 < reading.vol < 0.18
-    assert bm.classify(closes, _params(bear_vol=0.15, bear_drawdown=0.5, crisis_drawdown=0.6)).regime == "bear"  # type: ignore[union-attr]
+    assert rg.classify(closes, _params(bear_vol=0.15, bear_drawdown=0.5, crisis_drawdown=0.6)).regime == "bear"  # type: ignore[union-attr]
     assert (
-        bm.classify(closes, _params(bear_vol=0.1, crisis_vol=0.15, bear_drawdown=0.5, crisis_drawdown=0.6)).regime
+        rg.classify(closes, _params(bear_vol=0.1, crisis_vol=0.15, bear_drawdown=0.5, crisis_drawdown=0.6)).regime
         == "crisis"
     )  # type: ignore[union-attr]
 
 
 def test_observe_when_regime_unchanged_then_no_new_reading() -> None:
-    state = bm.ClassifierState()
-    readings = [bm.observe(state, close, _params()) for close in [100.0, 100.0, 100.0, 100.0, 94.0, 94.0]]
+    state = rg.ClassifierState()
+    readings = [rg.observe(state, close, _params()) for close in [100.0, 100.0, 100.0, 100.0, 94.0, 94.0]]
 
     assert [r.regime if r else None for r in readings] == [None, None, None, "bull", "crisis", None]
     assert len(state.closes) == 6

@@ -35,7 +35,6 @@ class AccountState:
     balance: float | None = None
     initial_balance: float = 0.0
     last_equity_ts: int | None = None
-    quota_used: float = 0.0
     trailing_mark: float = 0.0
     day_closes: list[float] = field(default_factory=list)
 
@@ -130,7 +129,6 @@ def roll_day(state: AccountState, ts: int, rules: AccountRules) -> list[StateCha
         state.day_start_equity = close
         state.day_start_balance = state.balance if state.balance is not None else close
         state.peak_equity = close
-    state.quota_used = 0.0
     if state.trading_state in ("HALTED", "WARNING", "REDUCING"):
         change = _transition(state, "ACTIVE", "day_reset", ts, rules)
         if change is not None:
@@ -199,13 +197,6 @@ def force_state(state: AccountState, new_state: str, reason: str, ts: int, rules
     """Operator HALT/RESUME: set the state directly (RESUME is the only way out of SHUTDOWN)."""
     change = _transition(state, new_state, reason, ts, rules)
     return [change] if change is not None else []
-
-
-def quota_headroom(state: AccountState, quota_pct: float | None) -> float | None:
-    """Risk-increasing notional still allowed today, or None when the quota is off."""
-    if quota_pct is None:
-        return None
-    return max(quota_pct * state.day_start_equity - state.quota_used, 0.0)
 
 
 def vol_scale(state: AccountState, vol: VolTarget) -> float:

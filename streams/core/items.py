@@ -1,0 +1,126 @@
+"""The typed seam every level shares: items, outputs, the account view, the level base (SPEC §6).
+
+Each level stage is `state + item -> (outputs, items for the next level)`. Level 2 (market: prices,
+ATR, clusters) -> Level 1 (account) -> Level 3 (symbol) -> Level 4 (portfolio, where the decision
+kernel runs). Each stage keeps only its own level's state, and a later stage learns what an earlier
+one decided from the notes on the item, never by reading its state. That is what lets the Faust
+shell run one agent and one table per level over an ordered, account-keyed log, and the in-process
+`Engine` (`streams.core.engine`) run the very same stages one after the other.
+
+Partition-wide items (bars, cluster maps) reach every partition; account items reach the account's
+partition. A stage that serves partition `p` only knows the accounts it has seen there.
+
+The stages themselves live in `streams.core.levels.<level>.stage`, one package per level with that
+level's rules and snapshot; what they hand each other is defined here, once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.base import OutputModel
+from schemas.config import Config, RiskConfig
+from schemas.inputs import Bar, Control, Equity, Fill, Signal
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One output message: logical topic, key and value."""
+
+    topic: str
+    key: str | None
+    value: OutputModel
+
+
+@dataclass(slots=True)
+class Item:
+    """What one level hands to the next: the event and the notes the levels added."""
+
+    kind: str
+    account: str | None
+    event: Any
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+Result = tuple[list[Output], list[Item]]
+
+PARTITION_KEY = "@"
+"""The key of a level's partition-wide state in its table (the other keys are account ids)."""
+
+
+def account_keys(item: Item, forwarded: list[Item]) -> set[str]:
+    """The partition key, the item's account and the accounts of the items a level forwarded for it."""
+    keys = {PARTITION_KEY}
+    if item.account is not None:
+        keys.add(item.account)
+    keys.update(i.account for i in forwarded if i.account is not None)
+    return keys
+
+
+def item_for(topic: str, event: Any) -> Item:
+    """Wrap a validated input event as the first level's item."""
+    if isinstance(event, Bar):
+        return Item("bar", None, event)
+    if isinstance(event, Control):
+        return Item("control", None if event.account == "*" else event.account, event)
+    if isinstance(event, Equity | Fill | Signal):
+        kind = {Equity: "equity", Fill: "fill", Signal: "signal"}[type(event)]
+        return Item(kind, event.account, event)
+    raise TypeError(f"unsupported event on {topic}: {type(event).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    """What Level 1 tells the later levels about an account."""
+
+    trading_state: str
+    equity: float | None
+    initialized: bool
+    vol_scale: float
+    day_start: int | None
+    day_start_equity: float
+    regime: str | None = None
+    next_rebalance_at: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trading_state": self.trading_state,
+            "equity": self.equity,
+            "initialized": self.initialized,
+            "vol_scale": self.vol_scale,
+            "day_start": self.day_start,
+            "day_start_equity": self.day_start_equity,
+            "regime": self.regime,
+            "next_rebalance_at": self.next_rebalance_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AccountView:
+        return cls(**data)
+
+
+class Level:
+    """What every per-account level shares: the config, its counters, an account's resolved rules."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stats: Counter[str] = Counter()
+        self._rules: dict[str, RiskConfig] = {}
+
+    def rules(self, account: str) -> RiskConfig:
+        # Resolved once per account: the levels ask on every bar of every watched symbol.
+        rules = self._rules.get(account)
+        if rules is None:
+            rules = self._rules[account] = self.config.risk_for(account)
+        return rules
+
+
+def dump_view(view: AccountView | None) -> dict[str, Any] | None:
+    """A level's copy of the account view as snapshot JSON (None when it has none yet)."""
+    return view.to_json() if view is not None else None
+
+
+def load_view(data: dict[str, Any] | None) -> AccountView | None:
+    return AccountView.from_json(data) if data is not None else None

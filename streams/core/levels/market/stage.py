@@ -1,0 +1,152 @@
+"""Level 2, the market stage: prices, Wilder ATR, the cluster map and the budget's market figures.
+
+Market-wide (on bars), its state is one partition-wide snapshot (`snapshot.py`). Its rules sit
+beside it: `atr.py` (Wilder ATR), `clusters.py` (correlation clusters), `regime.py` (the benchmark
+classifier). A bar goes on to Level 1 with this level's notes (`atr`, and with the budget on
+`market`: the regime reading and the correlation-spike edge); a changed cluster map goes on as a
+`cluster_map` item for Level 4.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.config import Config
+from schemas.inputs import Bar
+from schemas.outputs import RiskEvent
+from streams.core.ids import stable_id
+from streams.core.items import PARTITION_KEY, Item, Output, Result
+from streams.core.levels.market.atr import SymbolMarket, update_atr
+from streams.core.levels.market.clusters import ClusterMap, ClusterParams, ClusterState
+from streams.core.levels.market.regime import ClassifierState, observe
+
+
+def cluster_params(config: Config) -> ClusterParams:
+    """The market-wide cluster parameters of the file's `risk.clusters`."""
+    c = config.risk.clusters
+    return ClusterParams(
+        window=c.window,
+        min_periods=c.min_periods,
+        threshold=c.threshold,
+        method=c.method,
+        demean_market=c.demean_market,
+        static=tuple((name, tuple(members)) for name, members in sorted(c.static.items())),
+    )
+
+
+@dataclass(slots=True)
+class MarketState:
+    """Level-2 state of one partition: prices, ATR and the correlation clusters."""
+
+    clusters: ClusterState
+    symbols: dict[str, SymbolMarket] = field(default_factory=dict)
+    published: dict[str, str] = field(default_factory=dict)
+    classifier: ClassifierState = field(default_factory=ClassifierState)
+    correlation: float | None = None
+    spike: bool = False
+
+
+class MarketStage:
+    """Level 2: prices, Wilder ATR, the cluster map and the budget's market figures, market-wide (on bars)."""
+
+    name = "market"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.state = MarketState(ClusterState(cluster_params(config)))
+        self.stats: Counter[str] = Counter()
+        self._atr_period = config.risk.sizing.atr_period
+
+    def process(self, item: Item) -> Result:
+        if item.kind == "bar":
+            return self._bar(item)
+        return [], [item]
+
+    def touched(self, item: Item, forwarded: list[Item]) -> set[str]:
+        """Level 2's state is market-wide: its snapshot is whole, never by key."""
+        return {PARTITION_KEY}
+
+    def finish(self) -> Result:
+        cmap = self.state.clusters.flush()
+        return self._map(cmap) if cmap is not None else ([], [])
+
+    def _bar(self, item: Item) -> Result:
+        bar: Bar = item.event
+        m = self.state.symbols.get(bar.symbol)
+        if m is None:
+            m = SymbolMarket()
+            self.state.symbols[bar.symbol] = m
+        if bar.ts <= m.last_ts:
+            self.stats["duplicates" if bar.ts == m.last_ts else "out_of_order"] += 1
+            return [], []
+        update_atr(m, bar.high, bar.low, self._atr_period)
+        m.last_ts, m.close = bar.ts, bar.close
+        outputs: list[Output] = []
+        items: list[Item] = []
+        cmap = self.state.clusters.on_bar(bar.symbol, bar.ts, bar.close)
+        if cmap is not None:
+            outputs, items = self._map(cmap)
+        notes: dict[str, Any] = {"atr": m.atr}
+        if self.config.budget.enabled:
+            market, events = self._budget(bar, cmap)
+            outputs += events
+            if market:
+                notes["market"] = market
+        item.notes = notes  # the bar goes on with Level 2's notes only (an item per bar is not rebuilt)
+        items.append(item)
+        return outputs, items
+
+    def _budget(self, bar: Bar, cmap: ClusterMap | None) -> tuple[dict[str, Any], list[Output]]:
+        """The benchmark's regime reading and the correlation-spike edge, as a note for Level 1."""
+        config = self.config.budget
+        st = self.state
+        market: dict[str, Any] = {}
+        events: list[tuple[str, dict[str, Any]]] = []
+        if bar.symbol == config.benchmark:
+            previous = st.classifier.regime
+            reading = observe(st.classifier, bar.close, config.classifier)
+            if reading is not None:
+                market["regime"] = {**reading.to_json(), "previous": previous}
+                events.append(("market_regime", {"benchmark": bar.symbol, **market["regime"]}))
+        if cmap is not None:
+            st.correlation = st.clusters.market_correlation()
+            threshold = config.rebalancing_triggers.correlation_spike
+            active = st.correlation is not None and st.correlation >= threshold
+            if active and not st.spike:
+                spike = {"correlation": st.correlation, "threshold": threshold, "as_of": cmap.ts}
+                market["correlation_spike"] = spike
+                events.append(("correlation_spike", spike))
+            st.spike = active
+        outputs = [
+            Output(
+                "events",
+                None,
+                RiskEvent(event_id=stable_id("evt", kind, bar.ts), kind=kind, account=None, ts=bar.ts, details=details),
+            )
+            for kind, details in events
+        ]
+        return market, outputs
+
+    def _map(self, cmap: ClusterMap) -> Result:
+        if cmap.assignment == self.state.published:
+            return [], []
+        self.state.published = dict(cmap.assignment)
+        self.stats["cluster_maps"] += 1
+        note = Item("cluster_map", None, None, {"version": cmap.version, "assignment": dict(cmap.assignment)})
+        clusters = {cid: list(members) for cid, members in sorted(cmap.members.items()) if len(members) > 1}
+        event = RiskEvent(
+            event_id=stable_id("evt", "cluster_map", cmap.version, cmap.ts),
+            kind="cluster_map",
+            account=None,
+            ts=cmap.ts,
+            details={
+                "version": cmap.version,
+                "symbols": len(cmap.assignment),
+                "clusters": clusters,
+                "singletons": sum(1 for members in cmap.members.values() if len(members) == 1),
+                "largest": max((len(m) for m in cmap.members.values()), default=0),
+            },
+        )
+        return [Output("events", None, event)], [note]

@@ -1,0 +1,57 @@
+"""Level 3's snapshot: one per account (targets, stops, positions, ledger, seen ids) and the watch list."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from streams.core.items import PARTITION_KEY, dump_view, load_view
+from streams.core.levels.symbol import stops as l3
+from streams.core.levels.symbol.stage import SymbolBook, SymbolStage
+from streams.core.positions import Ledger, dump_position, load_position
+
+Snapshot = dict[str, Any]
+
+
+def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
+    """Level 3: one snapshot per account and the partition's watch list."""
+    wanted = stage.books if keys is None else [k for k in keys if k in stage.books]
+    out: dict[str, Snapshot] = {}
+    for account in wanted:
+        book = stage.books[account]
+        out[account] = {
+            "symbols": {s: asdict(v) for s, v in book.symbols.items()},
+            "filled": {s: dump_position(p) for s, p in book.filled.items()},
+            "ledger": asdict(book.ledger),
+            "seen_fills": sorted(book.seen_fills),
+            "seen_signals": sorted(book.seen_signals),
+            "last_signal_ts": book.last_signal_ts,
+            "view": dump_view(book.view),
+            "drift_alarm": book.drift_alarm,
+            "recommendations": book.recommendations,
+        }
+    out[PARTITION_KEY] = {
+        "watchers": {s: sorted(a) for s, a in sorted(stage.watchers.items())},
+        "closes": dict(sorted(stage.closes.items())),
+        "marks": {s: list(mark) for s, mark in sorted(stage.marks.items())},
+    }
+    return out
+
+
+def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
+    if key == PARTITION_KEY:
+        stage.watchers = {s: set(a) for s, a in data["watchers"].items()}
+        stage.closes = dict(data.get("closes", {}))
+        stage.marks = {s: (close, atr) for s, (close, atr) in data.get("marks", {}).items()}
+        return
+    stage.books[key] = SymbolBook(
+        symbols={s: l3.SymbolState(**v) for s, v in data["symbols"].items()},
+        filled={s: load_position(p) for s, p in data["filled"].items()},
+        ledger=Ledger(**data["ledger"]),
+        seen_fills=set(data["seen_fills"]),
+        seen_signals=set(data["seen_signals"]),
+        last_signal_ts=data["last_signal_ts"],
+        view=load_view(data["view"]),
+        drift_alarm=bool(data.get("drift_alarm", False)),
+        recommendations=list(data.get("recommendations", ())),
+    )

@@ -1,0 +1,241 @@
+"""Level 3, the symbol stage: targets, stops, re-entry veto, cadence, drift.
+
+Targets come from sizing, the vol scale, the symbol caps and the signal-change rule. Per account:
+each symbol's committed target, stop and veto (`stops.py`), the filled positions and the Kelly
+ledger; partition-wide: who watches which symbol and Level 2's last marks. A signal goes on to
+Level 4 with its target (or its denial) in the notes; a bar goes on with each watching account's
+work (`stop`, `cadence`, `wait`). Its rules sit beside it: `stops.py`, `targets.py`; sizing is the
+kernel's (`streams.core.kernel.sizing`); `snapshot.py` stores its state per account.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.config import Config
+from schemas.inputs import Bar, Fill, Signal
+from streams.core import budget as bm
+from streams.core.items import AccountView, Item, Level, Output, Result, account_keys
+from streams.core.kernel.sizing import size_notional
+from streams.core.levels.symbol import stops as l3
+from streams.core.levels.symbol.targets import capped_target
+from streams.core.positions import Ledger, Position, apply_fill
+
+
+@dataclass(slots=True)
+class SymbolBook:
+    """Level-3 state of one account: targets, stops and vetoes, filled positions, the ledger."""
+
+    symbols: dict[str, l3.SymbolState] = field(default_factory=dict)
+    filled: dict[str, Position] = field(default_factory=dict)
+    ledger: Ledger = field(default_factory=Ledger)
+    seen_fills: set[str] = field(default_factory=set)
+    seen_signals: set[str] = field(default_factory=set)
+    last_signal_ts: int | None = None
+    view: AccountView | None = None
+    drift_alarm: bool = False
+    recommendations: list[dict[str, Any]] = field(default_factory=list)
+
+
+_GATED = ("HALTED", "SHUTDOWN", "REDUCING")
+
+
+class SymbolStage(Level):
+    """Level 3: targets (sizing, vol scale, symbol cap, signal change), stops, re-entry veto, cadence, drift."""
+
+    name = "symbol"
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.books: dict[str, SymbolBook] = {}
+        self.watchers: dict[str, set[str]] = {}
+        self.closes: dict[str, float] = {}
+        self.marks: dict[str, tuple[float, float | None]] = {}  # last close and ATR of every symbol (Level 2's)
+
+    def book(self, account: str) -> SymbolBook:
+        book = self.books.get(account)
+        if book is None:
+            book = SymbolBook()
+            self.books[account] = book
+        return book
+
+    def process(self, item: Item) -> Result:
+        if item.kind == "bar":
+            return self._bar(item)
+        if item.account is None:
+            return [], [item]
+        book = self.book(item.account)
+        if "account" in item.notes:
+            book.view = AccountView.from_json(item.notes["account"])
+        items = [item]
+        if item.kind == "fill":
+            items = self._fill(item, book)[1]
+        elif item.kind == "signal":
+            items = self._signal(item, book)[1]
+        if not items:
+            carried = _carry(item)  # a dropped duplicate must not swallow a flatten or a run decided upstream
+            if carried is None:
+                return [], []
+            item, items = carried, [carried]
+        outputs = self._drift(item, book) if self.config.budget.enabled and item.event is not None else []
+        run = item.notes.get("rebalance")
+        if run is not None and not run.get("preview", False):
+            for state in book.symbols.values():
+                l3.clear_veto(state)  # every rebalance run clears re-entry vetoes (SPEC §6.6)
+        return outputs, items
+
+    def touched(self, item: Item, forwarded: list[Item]) -> set[str]:
+        """The keys `process(item)` may have changed; a bar marks the trailing peaks of every watcher."""
+        keys = account_keys(item, forwarded)
+        if item.kind == "bar":
+            keys.update(item.notes.get("accounts", {}))
+            keys.update(self.watchers.get(item.event.symbol, ()))
+        return keys
+
+    def _drift(self, item: Item, book: SymbolBook) -> list[Output]:
+        """The drift trigger: filled positions at the last closes against the rebalance targets."""
+        view = book.view
+        if view is None or view.equity is None or item.account is None:
+            return []
+        values = {sym: p.qty * self.closes.get(sym, p.avg_entry) for sym, p in sorted(book.filled.items())}
+        policy = self.config.rebalance
+        found = bm.max_drift(values, view.equity, policy.targets, policy.max_position_weight)
+        threshold = self.config.budget.rebalancing_triggers.drift_threshold
+        active = found is not None and found[0] > threshold
+        fired: list[tuple[str, dict[str, Any]]] = []
+        if found is not None and active and not book.drift_alarm:
+            recommended = {"action": "rebalance", "symbol": found[1]}
+            fired.append((bm.DRIFT, {"observed": found[0], "threshold": threshold, "recommended": recommended}))
+        book.drift_alarm = active
+        ts: int = item.event.ts
+        return bm.recommend(
+            self.config, item.account, ts, fired, item.notes, view.equity, view.regime, book.recommendations
+        )
+
+    def _watch(self, account: str, symbol: str) -> None:
+        self.watchers.setdefault(symbol, set()).add(account)
+
+    def _fill(self, item: Item, book: SymbolBook) -> Result:
+        fill: Fill = item.event
+        if fill.fill_id in book.seen_fills:
+            self.stats["duplicates"] += 1
+            return [], []
+        book.seen_fills.add(fill.fill_id)
+        position = book.filled.get(fill.symbol)
+        if position is None:
+            position = Position()
+            book.filled[fill.symbol] = position
+        apply_fill(position, book.ledger, fill.signed_qty, fill.price, fill.fee, None)
+        self._watch(fill.account, fill.symbol)
+        return [], [item]
+
+    def _signal(self, item: Item, book: SymbolBook) -> Result:
+        sig: Signal = item.event
+        if sig.signal_id in book.seen_signals:
+            self.stats["duplicates"] += 1
+            return [], []
+        if book.last_signal_ts is not None and sig.ts < book.last_signal_ts:
+            self.stats["out_of_order"] += 1
+            return [], []
+        book.seen_signals.add(sig.signal_id)
+        book.last_signal_ts = sig.ts
+        state = book.symbols.get(sig.symbol)
+        if state is None:
+            state = l3.SymbolState()
+            book.symbols[sig.symbol] = state
+        self._watch(sig.account, sig.symbol)
+        mark = self.marks.get(sig.symbol)
+        price = sig.price if sig.price is not None else (mark[0] if mark is not None else None)
+        view = book.view
+        equity = view.equity if view is not None else None
+        if price is None or equity is None:
+            item.notes["deny"] = ["per_symbol", "no_price"] if price is None else ["account", "equity_unknown"]
+            item.notes["price"] = price or 0.0
+            return [], [item]
+        assert view is not None  # noqa: S101 - equity came from the view
+        rules = self.rules(sig.account)
+        if sig.target_notional is not None:
+            raw = sig.target_notional
+        elif sig.target_weight is not None:
+            raw = sig.target_weight * equity
+        else:
+            atr = sig.atr if sig.atr is not None else (mark[1] if mark is not None else None)
+            assert sig.direction is not None  # noqa: S101 - schema guarantees one target
+            raw, method = size_notional(sig.direction.value, equity, price, atr, rules.sizing, book.ledger)
+            item.notes["sizing"] = {"sizing_method": method, "atr": atr}
+        target = raw * view.vol_scale
+        item.notes.update({"price": price, "target": target, "committed": state.committed, "vetoed": state.vetoed})
+        state.last_eval = sig.ts
+        capped = capped_target(target, rules, equity, sig.symbol)
+        threshold = self.config.policy.rebalance_triggers.signal_change_threshold
+        committed = state.committed
+        unchanged = (
+            self.config.policy.rebalance_triggers.on_signal_change
+            and committed is not None
+            and abs(capped - committed) <= threshold * abs(committed)
+        )
+        # While vetoed or gated, only a smaller target may become the plan: a denied increase must not
+        # come back through cadence once the account or symbol is free again.
+        smaller = capped == 0 or (committed is not None and capped * committed > 0 and abs(capped) <= abs(committed))
+        if not unchanged and (smaller or not (state.vetoed or view.trading_state in _GATED)):
+            state.committed = capped
+        return [], [item]
+
+    def _bar(self, item: Item) -> Result:
+        bar: Bar = item.event
+        self.marks[bar.symbol] = (bar.close, item.notes.get("atr"))
+        if self.config.budget.enabled and bar.symbol in self.watchers:
+            self.closes[bar.symbol] = bar.close
+        work: dict[str, dict[str, Any]] = {}
+        for account in sorted(self.watchers.get(bar.symbol, ())):
+            note = self._bar_for(account, bar)
+            if note:
+                work[account] = note
+        if work:
+            item.notes["accounts"] = work
+        return [], [item]
+
+    def _bar_for(self, account: str, bar: Bar) -> dict[str, Any]:
+        book = self.books[account]
+        sym = bar.symbol
+        position = book.filled.get(sym)
+        state = book.symbols.get(sym)
+        if position is None and state is None:
+            return {}  # nothing of this symbol to check or tick for the account
+        rules = self.rules(account)
+        if position is not None:
+            levels = rules.stops.for_symbol(sym)
+            if position.qty != 0 and l3.has_stops(levels):
+                hit = l3.check_stops(position, bar.open, bar.high, bar.low, levels)
+                l3.mark_extremes(position, bar.high, bar.low)
+                if hit is not None:
+                    if state is None:
+                        state = l3.SymbolState()
+                        book.symbols[sym] = state
+                    l3.stop_out(state, rules.stops)
+                    state.last_eval = bar.ts
+                    self.stats[hit.origin] += 1
+                    return {"stop": [hit.origin, hit.price]}
+            else:
+                l3.mark_extremes(position, bar.high, bar.low)
+        if state is None:
+            return {}
+        if state.vetoed:
+            l3.tick_cooldown(state, rules.stops)
+            return {}
+        if state.committed is None or not self.config.policy.rebalance_triggers.on_cadence_tick:
+            return {}
+        due = state.last_eval is None or bar.ts - state.last_eval >= rules.per_symbol.rebalance_cadence
+        if not due:
+            return {"wait": state.committed}
+        state.last_eval = bar.ts
+        return {"cadence": state.committed}
+
+
+def _carry(item: Item) -> Item | None:
+    """What of a dropped item later levels still need: its flatten and run notes, as an account item."""
+    kept: dict[str, Any] = {key: item.notes[key] for key in ("account", "flatten", "rebalance") if key in item.notes}
+    if "flatten" not in kept and "rebalance" not in kept:
+        return None
+    return Item("account", item.account, None, kept)
