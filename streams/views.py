@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,7 +28,7 @@ from schemas.inputs import Command, Control
 from schemas.timefmt import format_ts
 from streams.core import budget as bm
 from streams.core.levels.account import rules as l1
-from streams.core.levels.account.controls import check_signature, params_problem
+from streams.core.levels.account.controls import params_problem, signature_check
 from streams.core.levels.market.regime import classify
 from streams.core.positions import Position
 from streams.tape import BadMessage, decode_value, load_json
@@ -240,7 +239,7 @@ def rebalance_request(
     if not isinstance(value, dict):
         return "the body must be a JSON object (a signed control)"
     try:
-        control = decode_value("control", value, partial(check_signature, key=key, required=required))
+        control = decode_value("control", value, signature_check(key, required))
     except (BadMessage, ValidationError) as exc:
         return str(exc)
     assert isinstance(control, Control)  # noqa: S101 - decode_value of "control" gives a Control

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from schemas.base import InputModel
@@ -26,7 +25,7 @@ from schemas.outputs import RiskEvent
 from streams.core.ids import stable_id
 from streams.core.items import Item, Output, item_for
 from streams.core.levels.account import rules as l1
-from streams.core.levels.account.controls import check_signature
+from streams.core.levels.account.controls import signature_check
 from streams.core.levels.account.stage import AccountStage
 from streams.core.levels.market.stage import MarketStage
 from streams.core.levels.portfolio.stage import PortfolioStage
@@ -149,7 +148,7 @@ class Engine:
 
     def __init__(self, config: Config, control_key: bytes | None = None) -> None:
         self.config = config
-        self.control_check = partial(check_signature, key=control_key, required=config.control.require_signature)
+        self.control_check = signature_check(control_key, config.control.require_signature)
         self.market = MarketStage(config)
         self.account = AccountStage(config)
         self.symbol = SymbolStage(config)

@@ -21,7 +21,6 @@ import atexit
 import os
 import shutil
 import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from prometheus_client import CollectorRegistry
 
 from schemas.config import Config
 from streams import security
-from streams.core.levels.account.controls import check_signature
+from streams.core.levels.account.controls import signature_check
 from streams.core.levels.market.stage import MarketStage
 from streams.kafka_io import read_range, sent_markers
 from streams.metrics import Metrics, faust_lags, install_faust_sensor
@@ -169,7 +168,7 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
         outputs,
         (topics.name("market"), output_names["events"], output_names["deadletter"]),
     )
-    check = _control_check(config)
+    check = signature_check(control_key(), config.control.require_signature)
     sequencer = Sequencer(runtime, {**inputs, "market": market}, sequenced, outputs, check)
     chain = LevelChain(runtime, config, sequenced, outputs, output_names)
 
@@ -197,14 +196,3 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
 
     register_web(app, config, levels_of, sequencer.stats, metrics, inputs["control"], n, sequenced.get_topic_name())
     return app
-
-
-def _control_check(config: Config) -> Callable[[dict[str, Any]], str | None]:
-    """The signature check of SPEC §8 with this deployment's key and policy."""
-    key = control_key()
-    required = config.control.require_signature
-
-    def check(value: dict[str, Any]) -> str | None:
-        return check_signature(value, key=key, required=required)
-
-    return check

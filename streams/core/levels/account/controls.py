@@ -14,8 +14,9 @@ import hashlib
 import hmac
 import json
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 
@@ -43,6 +44,11 @@ def check_signature(value: Mapping[str, Any], key: bytes | None, required: bool 
     if not hmac.compare_digest(signature.lower(), expected):
         return "forged control: signature does not match"
     return None
+
+
+def signature_check(key: bytes | None, required: bool = True) -> Callable[[Mapping[str, Any]], str | None]:
+    """The signature rule of SPEC §8 with one deployment's key and policy: the one check every shell uses."""
+    return partial(check_signature, key=key, required=required)
 
 
 @dataclass(slots=True)
