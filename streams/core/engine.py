@@ -17,13 +17,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from schemas.base import InputModel
 from schemas.config import Config
 from schemas.outputs import RiskEvent
 from streams.core.ids import stable_id
-from streams.core.items import Item, Output, item_for
+from streams.core.items import Item, Output, Stage, item_for
 from streams.core.levels.account import rules as l1
 from streams.core.levels.account.controls import signature_check
 from streams.core.levels.account.stage import AccountStage
@@ -64,7 +63,7 @@ def _ts(item: Item) -> int | None:
 class Chain:
     """The level stages in order; each item goes through every later level, failures contained."""
 
-    def __init__(self, stages: Sequence[Any], names: Sequence[str] = LEVELS) -> None:
+    def __init__(self, stages: Sequence[Stage], names: Sequence[str] = LEVELS) -> None:
         self.stages = tuple(stages)
         self.names = tuple(names)
         self.account: AccountStage | None = next((s for s in self.stages if isinstance(s, AccountStage)), None)
@@ -153,7 +152,7 @@ class Engine:
         self.account = AccountStage(config)
         self.symbol = SymbolStage(config)
         self.portfolio = PortfolioStage(config)
-        self.stages: tuple[Any, ...] = (self.market, self.account, self.symbol, self.portfolio)
+        self.stages: tuple[Stage, ...] = (self.market, self.account, self.symbol, self.portfolio)
         self.chain = Chain(self.stages)
         self.failures: list[LevelFailure] = []
         self._stats: Counter[str] = Counter()

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from schemas.base import OutputModel
 from schemas.config import Config, RiskConfig
 from schemas.inputs import Bar, Control, Equity, Fill, Signal
+from schemas.outputs import TradingState
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,7 @@ def item_for(topic: str, event: Any) -> Item:
 class AccountView:
     """What Level 1 tells the later levels about an account."""
 
-    trading_state: str
+    trading_state: TradingState
     equity: float | None
     initialized: bool
     vol_scale: float
@@ -98,7 +99,22 @@ class AccountView:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AccountView:
-        return cls(**data)
+        return cls(**{**data, "trading_state": TradingState(data["trading_state"])})
+
+
+class Stage(Protocol):
+    """A guard level as the chain runs it: `process` an item, say which keys of its table that touched."""
+
+    name: str
+    stats: Counter[str]
+
+    def process(self, item: Item) -> Result:
+        """Outputs and the items for the next level (the level's state changes in place, see its docstring)."""
+        ...
+
+    def touched(self, item: Item, forwarded: list[Item]) -> set[str]:
+        """The keys of the level's table `process(item)` may have changed."""
+        ...
 
 
 class Level:

@@ -12,6 +12,7 @@ written last in the portfolio table, makes the batch one crash-safe unit across 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -19,6 +20,7 @@ import faust
 from schemas.config import Config
 from schemas.outputs import DeadLetterSource
 from streams.core.engine import Chain
+from streams.core.items import Stage
 from streams.core.levels.account.stage import AccountStage
 from streams.core.levels.portfolio.stage import PortfolioStage
 from streams.core.levels.symbol.stage import SymbolStage
@@ -29,7 +31,11 @@ from streams.worker.outputs import OUTPUT_TOPICS, Outputs
 from streams.worker.partitioned import Applied, PartitionedAgent, Record, Runtime, oldest_t0
 
 CHAIN_LEVELS = ("account", "symbol", "portfolio")
-_STAGES = {"account": AccountStage, "symbol": SymbolStage, "portfolio": PortfolioStage}
+_STAGES: dict[str, Callable[[Config], Stage]] = {
+    "account": AccountStage,
+    "symbol": SymbolStage,
+    "portfolio": PortfolioStage,
+}
 
 
 class LevelChain(PartitionedAgent):
@@ -47,7 +53,7 @@ class LevelChain(PartitionedAgent):
         self.outputs = outputs
 
     def restore(self, partition: int, values: dict[str, dict[str, Any]]) -> Chain:
-        stages = []
+        stages: list[Stage] = []
         for level in CHAIN_LEVELS:
             stage = _STAGES[level](self.config)
             for key in sorted(values[level]):

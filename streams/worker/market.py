@@ -57,7 +57,8 @@ class MarketAgent(PartitionedAgent):
     def stage(self) -> MarketStage:
         """Level 2's stage (partition 0 of `market.bars`)."""
         chain: Chain = self.state_for(0)
-        stage: MarketStage = chain.stages[0]
+        stage = chain.stages[0]
+        assert isinstance(stage, MarketStage)  # noqa: S101 - the market agent's chain is Level 2 alone
         return stage
 
     def apply(self, partition: int, state: Any, records: list[Record]) -> Applied:

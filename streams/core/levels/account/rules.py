@@ -16,8 +16,16 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from schemas.config import AccountRules, VolTarget
+from schemas.outputs import TradingState
 
-SEVERITY = {"ACTIVE": 0, "WARNING": 1, "REDUCING": 2, "HALTED": 3, "SHUTDOWN": 4}
+ACTIVE, WARNING, REDUCING, HALTED, SHUTDOWN = (
+    TradingState.ACTIVE,
+    TradingState.WARNING,
+    TradingState.REDUCING,
+    TradingState.HALTED,
+    TradingState.SHUTDOWN,
+)
+SEVERITY = {ACTIVE: 0, WARNING: 1, REDUCING: 2, HALTED: 3, SHUTDOWN: 4}
 
 
 @dataclass(slots=True)
@@ -25,7 +33,7 @@ class AccountState:
     """Level-1 state of one account."""
 
     initialized: bool = False
-    trading_state: str = "ACTIVE"
+    trading_state: TradingState = ACTIVE
     day_start: int | None = None
     next_reset: int | None = None
     day_start_equity: float = 0.0
@@ -44,8 +52,8 @@ class StateChange:
     """A trading-state transition with the figures that caused it."""
 
     ts: int
-    state: str
-    previous_state: str
+    state: TradingState
+    previous_state: TradingState
     reason: str
     until: int | None
     facts: dict[str, float]
@@ -102,12 +110,14 @@ def _daily_base(state: AccountState, rules: AccountRules) -> float:
     return state.day_start_equity
 
 
-def _transition(state: AccountState, new_state: str, reason: str, ts: int, rules: AccountRules) -> StateChange | None:
+def _transition(
+    state: AccountState, new_state: TradingState, reason: str, ts: int, rules: AccountRules
+) -> StateChange | None:
     if new_state == state.trading_state:
         return None
     previous = state.trading_state
     state.trading_state = new_state
-    until = state.next_reset if new_state == "HALTED" else None
+    until = state.next_reset if new_state == HALTED else None
     return StateChange(ts, new_state, previous, reason, until, figures(state, rules))
 
 
@@ -129,38 +139,38 @@ def roll_day(state: AccountState, ts: int, rules: AccountRules) -> list[StateCha
         state.day_start_equity = close
         state.day_start_balance = state.balance if state.balance is not None else close
         state.peak_equity = close
-    if state.trading_state in ("HALTED", "WARNING", "REDUCING"):
-        change = _transition(state, "ACTIVE", "day_reset", ts, rules)
+    if state.trading_state in (HALTED, WARNING, REDUCING):
+        change = _transition(state, ACTIVE, "day_reset", ts, rules)
         if change is not None:
             changes.append(change)
     return changes
 
 
-def target_state(state: AccountState, rules: AccountRules) -> tuple[str, str]:
+def target_state(state: AccountState, rules: AccountRules) -> tuple[TradingState, str]:
     """The most severe state the rules call for at the current figures."""
     equity = state.equity if state.equity is not None else 0.0
     initial = state.initial_balance
     if rules.max_total_loss_pct is not None and equity <= initial * (1 - rules.max_total_loss_pct):
-        return "SHUTDOWN", "max_total_loss"
+        return SHUTDOWN, "max_total_loss"
     trailing = rules.trailing_drawdown
     if trailing is not None:
         floor = state.trailing_mark - trailing.pct * initial
         if trailing.lock_at_initial:
             floor = min(floor, initial)
         if equity <= floor:
-            return "SHUTDOWN", "trailing_drawdown"
+            return SHUTDOWN, "trailing_drawdown"
     if rules.daily_loss is not None:
         base = _daily_base(state, rules)
         scale = base if rules.daily_loss.of == "day_start" else initial
         if equity <= base - rules.daily_loss.limit_pct * scale:
-            return "HALTED", "daily_loss"
+            return HALTED, "daily_loss"
     if rules.intraday_drawdown is not None and state.peak_equity > 0:
         drawdown = (state.peak_equity - equity) / state.peak_equity
         if drawdown >= rules.intraday_drawdown.halt_pct:
-            return "HALTED", "intraday_drawdown"
+            return HALTED, "intraday_drawdown"
         if drawdown >= rules.intraday_drawdown.warn_pct:
-            return ("REDUCING" if rules.on_warning == "reduce" else "WARNING"), "intraday_drawdown_warning"
-    return "ACTIVE", "recovered"
+            return (REDUCING if rules.on_warning == "reduce" else WARNING), "intraday_drawdown_warning"
+    return ACTIVE, "recovered"
 
 
 def apply_equity(
@@ -184,16 +194,18 @@ def apply_equity(
     trailing = rules.trailing_drawdown
     if trailing is not None and trailing.mode == "intraday":
         state.trailing_mark = max(state.trailing_mark, equity)
-    if state.trading_state == "SHUTDOWN":
+    if state.trading_state == SHUTDOWN:
         return []
     wanted, reason = target_state(state, rules)
-    if state.trading_state == "HALTED" and SEVERITY[wanted] < SEVERITY["SHUTDOWN"]:
+    if state.trading_state == HALTED and SEVERITY[wanted] < SEVERITY[SHUTDOWN]:
         return []
     change = _transition(state, wanted, reason, ts, rules)
     return [change] if change is not None else []
 
 
-def force_state(state: AccountState, new_state: str, reason: str, ts: int, rules: AccountRules) -> list[StateChange]:
+def force_state(
+    state: AccountState, new_state: TradingState, reason: str, ts: int, rules: AccountRules
+) -> list[StateChange]:
     """Operator HALT/RESUME: set the state directly (RESUME is the only way out of SHUTDOWN)."""
     change = _transition(state, new_state, reason, ts, rules)
     return [change] if change is not None else []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from schemas.outputs import TradingState
 from streams.core import budget as bm
 from streams.core.items import PARTITION_KEY
 from streams.core.levels.account import rules as l1
@@ -50,6 +51,7 @@ def load_account(stage: AccountStage, key: str, data: Snapshot) -> None:
     fields.pop("quota_used", None)  # written before the entry quota lived only at Level 4
     budget = fields.pop("budget", None)
     next_rebalance_at = fields.pop("next_rebalance_at", None)
+    fields["trading_state"] = TradingState(fields.get("trading_state", TradingState.ACTIVE))
     stage.accounts[key] = l1.AccountState(**fields)
     if budget is not None:
         stage.budgets[key] = bm.AccountBudget(**budget)

@@ -123,9 +123,9 @@ class AccountStage(Level):
             changes: list[l1.StateChange] = []
             notes: dict[str, Any] = {}
             if command == "HALT":
-                changes = l1.force_state(state, "HALTED", "operator_halt", ctl.ts, rules.account)
+                changes = l1.force_state(state, l1.HALTED, "operator_halt", ctl.ts, rules.account)
             elif command == "RESUME":
-                changes = l1.force_state(state, "ACTIVE", "operator_resume", ctl.ts, rules.account)
+                changes = l1.force_state(state, l1.ACTIVE, "operator_resume", ctl.ts, rules.account)
             elif command == "REBALANCE":
                 notes["rebalance"] = _control_run(account, ctl)
             elif command == "SET_REGIME" and ctl.account != "*":
@@ -164,10 +164,10 @@ class AccountStage(Level):
         HALTED account stays as it is. The account item carries the flatten to Levels 3 and 4.
         """
         state = self._account(account)
-        if l1.SEVERITY[state.trading_state] >= l1.SEVERITY["HALTED"]:
+        if l1.SEVERITY[state.trading_state] >= l1.SEVERITY[l1.HALTED]:
             return [], []
         rules = self.rules(account)
-        changes = l1.force_state(state, "HALTED", "internal_error", ts, rules.account)
+        changes = l1.force_state(state, l1.HALTED, "internal_error", ts, rules.account)
         outputs, flatten = self._changes(account, changes, rules)
         notes: dict[str, Any] = {"account": self.view(account).to_json()}
         if flatten:
@@ -336,7 +336,7 @@ class AccountStage(Level):
             )
             self.stats[f"halt_{change.state}"] += 1
             outputs.append(Output("halts", account, halt))
-            if change.state in ("HALTED", "SHUTDOWN"):
+            if change.state in (l1.HALTED, l1.SHUTDOWN):
                 flatten.append([halt_id, change.state, change.ts])
         return outputs, flatten
 
