@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from streams.core.levels.symbol.targets import cap_target
+
 _EPS = 1e-9
 _BLOCKING_STATES = {
     "HALTED": "account_halted",
@@ -141,13 +143,8 @@ def _sign(x: float) -> int:
 
 
 def _cap_target(ctx: TradeContext, target: float) -> tuple[float, list[Clip]]:
-    clips: list[Clip] = []
-    for limit, reason in ((ctx.symbol_cap, "symbol_cap"), (ctx.weight_cap, "max_weight")):
-        if limit is not None and abs(target) > limit:
-            capped = _sign(target) * max(limit, 0.0)
-            clips.append(Clip("per_symbol", reason, abs(target), abs(capped)))
-            target = capped
-    return target, clips
+    target, steps = cap_target(target, ((ctx.symbol_cap, "symbol_cap"), (ctx.weight_cap, "max_weight")))
+    return target, [Clip("per_symbol", reason, before, after) for reason, before, after in steps]
 
 
 def _goal(ctx: TradeContext, target: float, value: float) -> tuple[float | None, str, tuple[float, float]]:
