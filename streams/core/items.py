@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from schemas.base import OutputModel
 from schemas.config import Config, RiskConfig
@@ -41,8 +41,51 @@ class Item:
 
     kind: str
     account: str | None
-    event: Any
+    event: InputEvent | None
     notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bar(self) -> Bar:
+        """The bar of a `bar` item."""
+        return _as(Bar, self.event)
+
+    @property
+    def fill(self) -> Fill:
+        """The fill of a `fill` item."""
+        return _as(Fill, self.event)
+
+    @property
+    def signal(self) -> Signal:
+        """The signal of a `signal` item."""
+        return _as(Signal, self.event)
+
+    @property
+    def equity(self) -> Equity:
+        """The equity report of an `equity` item."""
+        return _as(Equity, self.event)
+
+    @property
+    def control(self) -> Control:
+        """The control of a `control` item."""
+        return _as(Control, self.event)
+
+    @property
+    def ts(self) -> int:
+        """The event time of the item's event (items without one have none to give)."""
+        if self.event is None:
+            raise TypeError(f"a {self.kind} item carries no event")
+        return self.event.ts
+
+
+InputEvent = Bar | Fill | Signal | Equity | Control
+"""What an item between levels carries (None for the notes-only items: cluster maps, account notes)."""
+E = TypeVar("E", Bar, Fill, Signal, Equity, Control)
+
+
+def _as(kind: type[E], event: InputEvent | None) -> E:
+    if not isinstance(event, kind):
+        raise TypeError(f"expected a {kind.__name__}, the item carries {type(event).__name__}")
+    return event
 
 
 Result = tuple[list[Output], list[Item]]

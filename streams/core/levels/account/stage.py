@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from schemas.config import Config, RiskConfig
-from schemas.inputs import Bar, Control, Equity
+from schemas.inputs import Control
 from schemas.outputs import DeadLetter, DeadLetterSource, Halt, HaltFacts, RiskEvent
 from schemas.timefmt import format_ts
 from streams.core import budget as bm
@@ -60,7 +60,7 @@ class AccountStage(Level):
         if item.kind == "control":
             return self._control(item)
         if item.kind == "bar":
-            bar: Bar = item.event
+            bar = item.bar
             if bar.ts <= self.bar_ts.get(bar.symbol, -1):
                 self.stats["duplicates"] += 1  # sequenced again after a crash; Level 2 dropped the rest
                 return [], []
@@ -72,14 +72,14 @@ class AccountStage(Level):
         state = self._account(account)
         rules = self.rules(account)
         if item.kind == "equity":
-            ev: Equity = item.event
+            ev = item.equity
             if state.last_equity_ts is not None and ev.ts < state.last_equity_ts:
                 self.stats["out_of_order"] += 1
                 return [], []
-        ts = item.event.ts
+        ts = item.ts
         outputs, flatten = self._changes(account, l1.roll_day(state, ts, rules.account), rules)
         if item.kind == "equity":
-            ev = item.event
+            ev = item.equity
             more, more_flatten = self._changes(
                 account, l1.apply_equity(state, ev.ts, ev.equity, ev.balance, rules.account), rules
             )
@@ -106,7 +106,7 @@ class AccountStage(Level):
         return state
 
     def _control(self, item: Item) -> Result:
-        ctl: Control = item.event
+        ctl = item.control
         problem = params_problem(ctl.command.value, ctl.params, self.config.budget.regime_allocations)
         if problem is not None:
             self.stats["controls_invalid"] += 1
@@ -266,7 +266,7 @@ class AccountStage(Level):
 
     def _bar(self, item: Item) -> Result:
         """Day rolls before the bar; scheduled runs and budget changes of each account after it."""
-        ts = item.event.ts
+        ts = item.ts
         outputs: list[Output] = []
         before: list[Item] = []
         after: dict[str, dict[str, Any]] = {}

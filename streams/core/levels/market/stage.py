@@ -80,7 +80,7 @@ class MarketStage:
         return self._map(cmap) if cmap is not None else ([], [])
 
     def _bar(self, item: Item) -> Result:
-        bar: Bar = item.event
+        bar = item.bar
         m = self.state.symbols.get(bar.symbol)
         if m is None:
             m = SymbolMarket()

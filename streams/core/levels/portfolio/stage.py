@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from schemas.config import Config, RiskConfig
-from schemas.inputs import Bar, Fill, Signal
+from schemas.inputs import Signal
 from schemas.outputs import ClipRecord, Decision, RebalanceRun, RiskEvent
 from schemas.timefmt import format_ts
 from streams.core import budget as bm
@@ -97,7 +97,7 @@ class PortfolioStage(Level):
         for halt_id, state, ts in item.notes.get("flatten", ()):
             outputs += self._flatten(account, book, ts, halt_id, state)
         if item.kind == "fill":
-            fill: Fill = item.event
+            fill = item.fill
             position = self._position(book, fill.symbol)
             apply_fill(position, Ledger(), fill.signed_qty, fill.price, fill.fee, fill.decision_id)
             if fill.symbol not in self.market.closes:
@@ -105,7 +105,7 @@ class PortfolioStage(Level):
         elif item.kind == "signal":
             outputs += self._signal(account, book, item)
         elif item.kind == "control":
-            self.stats[f"control_{item.event.command.value.lower()}"] += 1
+            self.stats[f"control_{item.control.command.value.lower()}"] += 1
         run = item.notes.get("rebalance")
         if run is not None:
             outputs += self._rebalance(account, book, run)
@@ -228,7 +228,7 @@ class PortfolioStage(Level):
         return close if close is not None else position.last_price
 
     def _bar(self, item: Item) -> list[Output]:
-        bar: Bar = item.event
+        bar = item.bar
         self.market.closes[bar.symbol] = bar.close
         if item.notes.get("atr") is not None:
             self.market.atr[bar.symbol] = item.notes["atr"]
@@ -274,7 +274,7 @@ class PortfolioStage(Level):
         return outputs
 
     def _signal(self, account: str, book: PortfolioBook, item: Item) -> list[Output]:
-        sig: Signal = item.event
+        sig = item.signal
         notes = item.notes
         if "deny" in notes:
             layer, reason = notes["deny"]

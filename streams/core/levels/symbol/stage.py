@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.config import Config
-from schemas.inputs import Bar, Fill, Signal
+from schemas.inputs import Bar
 from streams.core import budget as bm
 from streams.core.items import AccountView, Item, Level, Output, Result, account_keys
 from streams.core.kernel.sizing import size_notional
@@ -97,7 +97,7 @@ class SymbolStage(Level):
         keys = account_keys(item, forwarded)
         if item.kind == "bar":
             keys.update(item.notes.get("accounts", {}))
-            keys.update(self.watchers.get(item.event.symbol, ()))
+            keys.update(self.watchers.get(item.bar.symbol, ()))
         return keys
 
     def _drift(self, item: Item, book: SymbolBook) -> list[Output]:
@@ -115,7 +115,7 @@ class SymbolStage(Level):
             recommended = {"action": "rebalance", "symbol": found[1]}
             fired.append((bm.DRIFT, {"observed": found[0], "threshold": threshold, "recommended": recommended}))
         book.drift_alarm = active
-        ts: int = item.event.ts
+        ts = item.ts
         return bm.recommend(
             self.config, item.account, ts, fired, item.notes, view.equity, view.regime, book.recommendations
         )
@@ -124,7 +124,7 @@ class SymbolStage(Level):
         self.watchers.setdefault(symbol, set()).add(account)
 
     def _fill(self, item: Item, book: SymbolBook) -> Result:
-        fill: Fill = item.event
+        fill = item.fill
         if fill.fill_id in book.seen_fills:
             self.stats["duplicates"] += 1
             return [], []
@@ -138,7 +138,7 @@ class SymbolStage(Level):
         return [], [item]
 
     def _signal(self, item: Item, book: SymbolBook) -> Result:
-        sig: Signal = item.event
+        sig = item.signal
         if sig.signal_id in book.seen_signals:
             self.stats["duplicates"] += 1
             return [], []
@@ -190,7 +190,7 @@ class SymbolStage(Level):
         return [], [item]
 
     def _bar(self, item: Item) -> Result:
-        bar: Bar = item.event
+        bar = item.bar
         self.marks[bar.symbol] = (bar.close, item.notes.get("atr"))
         if self.config.budget.enabled and bar.symbol in self.watchers:
             self.closes[bar.symbol] = bar.close
