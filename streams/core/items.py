@@ -146,7 +146,13 @@ class AccountView:
 
 
 class Stage(Protocol):
-    """A guard level as the chain runs it: `process` an item, say which keys of its table that touched."""
+    """A guard level as the chain runs it: `process` an item, say which keys of its table that touched.
+
+    A stage keeps its state and changes it in place (`process` returns the outputs and the items for
+    the next level, not a new state): the chain applies thousands of items a second, and the worker
+    stores only the keys `touched` names, so copying the state per item would cost more than the rule.
+    The decisions themselves are pure functions of (state, event), named in each stage's docstring.
+    """
 
     name: str
     stats: Counter[str]

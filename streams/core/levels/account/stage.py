@@ -31,10 +31,7 @@ from streams.core.levels.account.schedule import first_run, next_run
 class AccountStage(Level):
     """Level 1: trading day, loss limits, drawdowns (each state change a Halt); schedule, regime, budget alarms.
 
-    The stage keeps its state and changes it in place (`process` returns the outputs and the items for
-    the next level, not a new state): the chain applies thousands of items a second, and the worker
-    stores only the keys `touched` names, so copying the state per item would cost more than the rule.
-    The pure decisions live in functions of (state, event):
+    It changes its state in place (why: `streams.core.items.Stage`); the pure decisions live in
     `rules.roll_day`, `rules.apply_equity`, `rules.force_state`, `schedule.next_run`.
     """
 

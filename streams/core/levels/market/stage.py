@@ -51,10 +51,7 @@ class MarketState:
 class MarketStage:
     """Level 2: prices, Wilder ATR, the cluster map and the budget's market figures, market-wide (on bars).
 
-    The stage keeps its state and changes it in place (`process` returns the outputs and the items for
-    the next level, not a new state): the chain applies thousands of items a second, and the worker
-    stores only the keys `touched` names, so copying the state per item would cost more than the rule.
-    The pure decisions live in functions of (state, event):
+    It changes its state in place (why: `streams.core.items.Stage`); the pure decisions live in
     `atr.update_atr`, `ClusterState.on_bar`, `regime.observe`.
     """
 

@@ -51,10 +51,7 @@ class PortfolioMarket:
 class PortfolioStage(Level):
     """Level 4 and the decision kernel: group, cluster, gross and net caps; every decision.
 
-    The stage keeps its state and changes it in place (`process` returns the outputs and the items for
-    the next level, not a new state): the chain applies thousands of items a second, and the worker
-    stores only the keys `touched` names, so copying the state per item would cost more than the rule.
-    The pure decisions live in functions of (state, event):
+    It changes its state in place (why: `streams.core.items.Stage`); the pure decisions live in
     `decision.evaluate` (the kernel), `exposure.exposures`, `rebalance.plan_rebalance`.
     """
 

@@ -44,10 +44,7 @@ _GATED = ("HALTED", "SHUTDOWN", "REDUCING")
 class SymbolStage(Level):
     """Level 3: targets (sizing, vol scale, symbol cap, signal change), stops, re-entry veto, cadence, drift.
 
-    The stage keeps its state and changes it in place (`process` returns the outputs and the items for
-    the next level, not a new state): the chain applies thousands of items a second, and the worker
-    stores only the keys `touched` names, so copying the state per item would cost more than the rule.
-    The pure decisions live in functions of (state, event):
+    It changes its state in place (why: `streams.core.items.Stage`); the pure decisions live in
     `stops.check_stops`, `targets.capped_target`, `sizing.size_notional`.
     """
 
