@@ -22,7 +22,7 @@ import io
 import os
 from collections import Counter
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import orjson
@@ -359,22 +359,27 @@ def test_decode_when_each_edge_value_in_each_field_then_model_within_limits_or_b
 
 
 # --------------------------------------------------------------------------------------- replay
-@pytest.mark.parametrize("topic", FUZZ_TOPICS)
-def test_replay_when_adversarial_lines_interleaved_then_contained_and_session_unchanged(topic: str) -> None:
-    lines, times, _ = _baseline()
+def _fuzz_replays(topic: str, times: Any, length: int, replay: Any) -> None:
+    """Random adversarial cases of `topic` at random places of a session of `length` lines, through `replay`."""
     seen: Counter[str] = Counter()
 
     @FUZZ
     @given(
         cases=st.lists(adversarial_case(topic, bar_times=times), min_size=1, max_size=4),
-        slots=st.lists(st.integers(min_value=0, max_value=len(lines)), min_size=4, max_size=4),
+        slots=st.lists(st.integers(min_value=0, max_value=length), min_size=4, max_size=4),
     )
     def run(cases: list[Case], slots: list[int]) -> None:
         seen["cases"] += len(cases)
-        _replay_mixed(cases, slots)
+        replay(cases, slots)
 
     run()
     print(f"FUZZ topic={topic} cases={seen['cases']} escapes=0")
+
+
+@pytest.mark.parametrize("topic", FUZZ_TOPICS)
+def test_replay_when_adversarial_lines_interleaved_then_contained_and_session_unchanged(topic: str) -> None:
+    lines, times, _ = _baseline()
+    _fuzz_replays(topic, times, len(lines), _replay_mixed)
 
 
 @pytest.mark.parametrize("topic", INPUT_TOPICS)
@@ -399,16 +404,4 @@ def test_replay_when_each_valid_edge_value_inserted_then_contained_and_session_u
 @pytest.mark.parametrize("topic", ["bars", "equity", "signals"])
 def test_replay_when_fuzzed_lines_reach_every_market_level_then_contained(topic: str) -> None:
     lines, times, config = _market()
-    seen: Counter[str] = Counter()
-
-    @FUZZ
-    @given(
-        cases=st.lists(adversarial_case(topic, bar_times=times), min_size=1, max_size=4),
-        slots=st.lists(st.integers(min_value=0, max_value=len(lines)), min_size=4, max_size=4),
-    )
-    def run(cases: list[Case], slots: list[int]) -> None:
-        seen["cases"] += len(cases)
-        _replay_contained(lines, config, cases, slots)
-
-    run()
-    print(f"FUZZ topic={topic} cases={seen['cases']} escapes=0")
+    _fuzz_replays(topic, times, len(lines), partial(_replay_contained, lines, config))
