@@ -21,6 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
@@ -243,7 +244,7 @@ _DECISION_EXAMPLE: dict[str, Any] = {
 
 def _examples(topics: Topics) -> dict[str, tuple[str, str, str | None, dict[str, Any]]]:
     """logical topic -> (example name, summary, Kafka key, value)."""
-    signal_event = INPUT_MODELS["signals"].model_validate(_SIGNAL_EXAMPLE).model_dump(mode="json")
+    signal_event = orjson.loads(orjson.dumps(INPUT_MODELS["signals"].model_validate(_SIGNAL_EXAMPLE).model_dump()))
     return {
         "bars": (
             "nvda-bar",
@@ -468,7 +469,8 @@ def _sequenced_schema() -> dict[str, Any]:
     return {
         "title": "SequencedItem",
         "description": "One validated input event on the internal ordered log (`streams.topology.encode_item`); "
-        "the event is the input model serialized as JSON (timestamps as ISO 8601 UTC).",
+        "the event is the validated input model's fields as it holds them (timestamps as epoch milliseconds, "
+        "enums by value): the sequencer validates once, the level chain reads it without validating again.",
         "type": "object",
         "additionalProperties": False,
         "required": ["kind", "account", "event", "notes"],
@@ -478,19 +480,12 @@ def _sequenced_schema() -> dict[str, Any]:
                 "anyOf": [{"type": "string"}, {"type": "null"}],
                 "description": "The account the event belongs to; null for bars and `*` controls.",
             },
-            "event": {"type": "object", "description": "The input value (validated again by each reader)."},
+            "event": {"type": "object", "description": "The input value, as validated by the sequencer."},
             "notes": {
                 "type": "object",
                 "additionalProperties": True,
-                "description": "What a level adds for the next ones; empty on risk.sequenced.",
-            },
-            "tag": {
-                "type": "array",
-                "items": {"type": "integer", "minimum": 0},
-                "minItems": 3,
-                "description": "Between levels only (absent on risk.sequenced): the item's origin, the "
-                "risk.sequenced offset and index, then one index per level that forwarded it. Increasing "
-                "along a partition; a level skips a tag at or below the last it applied (`streams.core.frames`).",
+                "description": "What Level 2 adds to a bar for the later levels (prices, ATR, regime; "
+                "`assignment` on a cluster map); empty on an account's own items.",
             },
         },
         "allOf": [

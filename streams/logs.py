@@ -13,15 +13,18 @@ they occur in a line. A line that would still contain one after masking is repla
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import sys
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import orjson
 import structlog
 from structlog.stdlib import ProcessorFormatter
 from structlog.typing import EventDict, Processor
@@ -90,18 +93,46 @@ def _first_line(path: str) -> str:
 
 
 class _Redactor:
-    """structlog processor: mask sensitive keys and known secret values, at any depth."""
+    """structlog processor: mask sensitive keys and known secret values, at any depth.
+
+    It runs on every line (a decision line has ~30 fields), so the common cases are short: a key's
+    sensitivity is looked up once per key name, and with no secret values to look for, scalars pass
+    untouched.
+    """
+
+    _KEYS_CACHED = 4096  # distinct key names remembered (field names are few; a bound all the same)
 
     def __init__(self, secrets: Iterable[str]) -> None:
         self.secrets = [s for s in secrets if s]
+        self._sensitive: dict[str, bool] = {}
 
     def __call__(self, logger: Any, method: str, event_dict: EventDict) -> EventDict:
-        return {self._text(k) if isinstance(k, str) else k: self._field(k, v) for k, v in event_dict.items()}
+        return self._mapping(event_dict)
 
-    def _field(self, key: Any, value: Any) -> Any:
-        if isinstance(key, str) and is_sensitive_key(key) and value is not None:
-            return MASK
-        return self._value(value)
+    def _is_sensitive(self, key: str) -> bool:
+        known = self._sensitive.get(key)
+        if known is None:
+            known = is_sensitive_key(key)
+            if len(self._sensitive) < self._KEYS_CACHED:
+                self._sensitive[key] = known
+        return known
+
+    def _mapping(self, mapping: Mapping[Any, Any]) -> dict[Any, Any]:
+        secrets = self.secrets
+        out: dict[Any, Any] = {}
+        for key, value in mapping.items():
+            if isinstance(key, str):
+                if value is not None and self._is_sensitive(key):
+                    out[self._text(key) if secrets else key] = MASK
+                    continue
+                if secrets:
+                    key = self._text(key)
+            kind = type(value)
+            if not secrets and (value is None or kind is str or kind is float or kind is int or kind is bool):
+                out[key] = value  # the common case: nothing to look for in a scalar
+            else:
+                out[key] = self._value(value)
+        return out
 
     def _value(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -109,7 +140,7 @@ class _Redactor:
         if isinstance(value, bytes):
             return self._text(value.decode("utf-8", errors="replace"))
         if isinstance(value, Mapping):
-            return {self._value(k) if isinstance(k, str) else k: self._field(k, v) for k, v in value.items()}
+            return self._mapping(value)
         if isinstance(value, list | tuple | set | frozenset):
             return [self._value(v) for v in value]
         if value is None or isinstance(value, bool | int | float):
@@ -150,13 +181,18 @@ class _LineGuard:
         return json.dumps({"level": method, "event": "log_line_redacted", "reason": "secret in rendered line"})
 
 
+def _json_line(event_dict: EventDict, **_: Any) -> str:
+    """One JSON object per line (orjson: several times faster than `json` on a decision line)."""
+    return orjson.dumps(event_dict, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def _render(secrets: list[str]) -> list[Processor]:
     return [
         ProcessorFormatter.remove_processors_meta,
         structlog.processors.format_exc_info,
         _Redactor(secrets),
         _first_keys,
-        structlog.processors.JSONRenderer(default=str),
+        structlog.processors.JSONRenderer(serializer=_json_line),
         _LineGuard(secrets),  # type: ignore[list-item]  # receives the rendered string
     ]
 
@@ -198,7 +234,40 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    global _fast_lines
+    _fast_lines = _FastLines(handler) if not masked else None
     return handler
+
+
+class _FastLines:
+    """The one line per decision, written straight to the handler's stream, in the same format.
+
+    A decision line through structlog's stdlib bridge (bound logger, `LogRecord`, handler, formatter,
+    generic masking) cost ~90 µs, a tenth of the worker's CPU at 1,000 decisions/s. Its field names are
+    fixed and none is sensitive, so when no secret value is configured to be masked there is nothing
+    to mask: the line is composed and rendered directly (~10 µs). With secrets configured, or when the
+    handler was replaced, the generic path runs.
+    """
+
+    def __init__(self, handler: logging.StreamHandler[Any]) -> None:
+        self.handler = handler
+
+    def emit(self, logger: Any, event: str, fields: dict[str, Any]) -> bool:
+        """Write one info line for `logger`; False when this path does not apply (then log it normally)."""
+        name = getattr(logger, "name", None)
+        if not isinstance(name, str) or self.handler not in logging.getLogger().handlers:
+            return False
+        if not logging.getLogger(name).isEnabledFor(logging.INFO):
+            return True  # filtered out, as the bridge would
+        stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        line = {"timestamp": stamp, "level": "info", "logger": name, "event": event, **fields}
+        with self.handler.lock or contextlib.nullcontext():
+            self.handler.stream.write(_json_line(line) + "\n")
+            self.handler.flush()
+        return True
+
+
+_fast_lines: _FastLines | None = None
 
 
 def _signed_qty(decision: Decision) -> float:
@@ -272,7 +341,9 @@ def log_output(logger: _Logger, output: Output) -> None:
     """Log one output: `policy_decision`, `halt` (warning unless back to ACTIVE), `risk_event`, ..."""
     value = output.value
     if isinstance(value, Decision):
-        logger.info("policy_decision", **policy_decision_fields(value))
+        fields = policy_decision_fields(value)
+        if _fast_lines is None or not _fast_lines.emit(logger, "policy_decision", fields):
+            logger.info("policy_decision", **fields)
     elif isinstance(value, Halt):
         emit = logger.info if value.state is TradingState.ACTIVE else logger.warning
         emit("halt", **halt_fields(value))

@@ -115,7 +115,7 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
         web_bind=settings.web_bind,
         key_serializer="raw",
         value_serializer="raw",
-        producer_linger_ms=1,
+        producer_linger_ms=0,  # the sends of a batch leave together anyway: the sender runs at its one await
         producer_max_request_size=4 * 1024 * 1024,
         broker_commit_every=2000,
         broker_commit_interval=0.5,

@@ -25,7 +25,7 @@ from streams.core.levels.account.stage import AccountStage
 from streams.core.levels.portfolio.stage import PortfolioStage
 from streams.core.levels.symbol.stage import SymbolStage
 from streams.core.snapshot import DUMPERS, LOADERS
-from streams.topology import decode_packet
+from streams.topology import read_packet
 from streams.worker.commit import durable_table
 from streams.worker.outputs import OUTPUT_TOPICS, Outputs
 from streams.worker.partitioned import Applied, PartitionedAgent, Record, Runtime, oldest_t0
@@ -75,7 +75,7 @@ class LevelChain(PartitionedAgent):
         for record in records:
             offset = record.offset
             oldest = oldest_t0(record.headers, oldest)
-            for index, item in enumerate(decode_packet(record.value)):
+            for index, item in enumerate(read_packet(record.value)):
                 result = chain.run([item], 0, touched)
                 tag = f"chain|{partition}|{offset}.{index}"
                 for j, output in enumerate(result.outputs):

@@ -18,7 +18,7 @@ import faust
 from schemas.config import Config
 from schemas.outputs import DeadLetterSource
 from streams.core.engine import Chain
-from streams.core.items import item_for
+from streams.core.items import Item, item_for
 from streams.core.levels.market.stage import MarketStage
 from streams.core.snapshot import DUMPERS, LOADERS
 from streams.tape import BadMessage, decode_value, load_json
@@ -62,8 +62,17 @@ class MarketAgent(PartitionedAgent):
         return stage
 
     def apply(self, partition: int, state: Any, records: list[Record]) -> Applied:
+        """Level 2 on each bar of the batch; the bars it forwards go on together, as one run of packets.
+
+        One packet per batch, not one message per bar: the sequencer then handles a batch of bars as one
+        event. The packets' markers name the batch's first and last offsets, and they carry every
+        ordered publisher's sequence number of the batch (of a forwarded bar or of a dropped one alike).
+        """
         chain: Chain = state
         sends: list[Send] = []
+        forwarded: list[Item] = []
+        seqs: list[tuple[str, bytes]] = []
+        oldest: int | None = None
         before = dict(chain.stages[0].stats)
         for record in records:
             source = DeadLetterSource(topic=self.topic_name, partition=partition, offset=record.offset)
@@ -79,21 +88,19 @@ class MarketAgent(PartitionedAgent):
                 sends.append(self.outputs.send(output, 0, f"{tag}|{j}".encode()))
             for j, failure in enumerate(result.failures):
                 sends.append(self.outputs.failure(failure, source, 0, f"{tag}|f{j}".encode()))
-            if not result.forwarded:
-                if seq:  # a duplicate or late bar: its sequence number still passes, as a dead letter would
-                    sends.append(self._passed(seq, f"{tag}|passed".encode()))
-                continue
-            headers = (*seq, (T0_HEADER, str(record.timestamp_ms).encode()))
-            for k, packet in enumerate(encode_packets(result.forwarded)):
-                sends.append(Send(self.sink, None, packet, 0, f"{tag}|p{k}".encode(), headers if k == 0 else ()))
+            if result.forwarded or seq:  # a dropped bar's sequence number still passes, as a dead letter's would
+                forwarded += result.forwarded
+                seqs += seq
+                oldest = record.timestamp_ms if oldest is None else min(oldest, record.timestamp_ms)
+        if oldest is not None:
+            span = f"market|{partition}|{records[0].offset}-{records[-1].offset}"
+            headers = (*seqs, (T0_HEADER, str(oldest).encode()))
+            for k, packet in enumerate(encode_packets(forwarded) or [b'{"items":[]}']):
+                sends.append(Send(self.sink, None, packet, 0, f"{span}|p{k}".encode(), headers if k == 0 else ()))
         after = chain.stages[0].stats
         delta = {k: after[k] - before.get(k, 0) for k in after}
         self.rt.metrics.stage_counts("market", delta)
         return Applied(sends, {"market": set()})
-
-    def _passed(self, seq: tuple[tuple[str, bytes], ...], marker: bytes) -> Send:
-        """An empty packet that carries a dropped bar's sequence number on, for an ordered publisher."""
-        return Send(self.sink, None, b'{"items":[]}', 0, marker, seq)
 
     def dump(self, state: Any, table: str, keys: set[str]) -> dict[str, Any]:
         chain: Chain = state

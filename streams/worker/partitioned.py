@@ -226,6 +226,7 @@ class PartitionedAgent:
             self.reached[partition] = at
         if not done:
             return
+        await asyncio.sleep(0)  # let the producer put the batch's decisions on the wire before the table writes
         for partition, *_ in writes:
             await self._settle(partition)
         for partition, anchor, state, touched, last in writes:

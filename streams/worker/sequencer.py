@@ -27,7 +27,7 @@ import structlog
 from schemas.outputs import DeadLetterSource
 from streams.core.items import Item, Output, item_for
 from streams.tape import BadMessage, SecurityRefusal, decode_value, load_json, security_event
-from streams.topology import SEQ_HEADER, decode_packet, encode_packets
+from streams.topology import SEQ_HEADER, decode_packet, encode_item, pack, packet_body
 from streams.worker.batching import batches
 from streams.worker.outputs import Outputs
 from streams.worker.partitioned import T0_HEADER, WATCH_FILL_MAX, Runtime, Send, oldest_t0, record_of
@@ -67,11 +67,11 @@ class Sequencer:
     def _decode(self, logical: str, event: Any, sends: list[Send]) -> list[Item]:
         """The items of one input message, or [] with its dead letter (and `security` event) in `sends`."""
         record = record_of(event)
-        if logical == "market":
-            return decode_packet(record.value)  # validated by the market agent
         source = DeadLetterSource(topic=event.message.topic, partition=event.message.partition, offset=record.offset)
         value: Any = None  # read below when a control is refused for security
         try:
+            if logical == "market":  # not framed as the market agent frames its packets
+                return decode_packet(record.value if isinstance(record.value, bytes) else b"")
             value = load_json(record.value if isinstance(record.value, bytes) else b"")
             return [item_for(logical, decode_value(logical, value, self.control_check))]
         except BadMessage as exc:
@@ -88,29 +88,45 @@ class Sequencer:
             sends.append(self.outputs.send(Output("events", warning.key, warning.value), None, marker))
         return []
 
+    def _parts(self, logical: str, event: Any, sends: list[Send]) -> tuple[list[bytes], int | None]:
+        """The encoded items of one input message and their partition (None: every partition).
+
+        A `risk.market` packet (bars with Level 2's notes, cluster maps) is copied into the partitions'
+        packets as it is, unparsed: the market agent validated its bars. Everything else is validated
+        here, once, and encoded once, however many partitions it goes to.
+        """
+        if logical == "market":
+            body = packet_body(event.value) if isinstance(event.value, bytes) else None
+            if body is not None:
+                return ([body] if body else []), None
+        items = self._decode(logical, event, sends)
+        parts = [encode_item(item) for item in items]
+        if logical == "market" or not items or any(item.account is None for item in items):
+            return parts, None
+        return parts, partition_for(items[0].account or "", self.partitions)
+
     def sequence(self, events: list[Any]) -> list[Send]:
         """The packets (and dead letters) of a batch of input events, in arrival order per partition."""
-        packets: dict[int, list[Item]] = {}
+        packets: dict[int, list[bytes]] = {}
         headers: dict[int, list[tuple[str, bytes]]] = {}
         oldest: dict[int, int] = {}
         sends: list[Send] = []
+        every = range(self.partitions)
         for event in events:
             logical = self.by_kafka_name.get(event.message.topic, "?")
-            items = self._decode(logical, event, sends)
+            parts, target = self._parts(logical, event, sends)
             record = record_of(event)
             seq = [h for h in record.headers if h[0] == SEQ_HEADER]
-            if not items and not (seq and logical == "market"):
+            if not parts and not (seq and logical == "market"):
                 continue
             self.stats[f"{'bars' if logical == 'market' else logical}_in"] += 1
             stamp = oldest_t0(record.headers, None) or record.timestamp_ms
-            broadcast = logical == "market" or any(item.account is None for item in items)
-            targets = range(self.partitions) if broadcast else [partition_for(items[0].account or "", self.partitions)]
-            for partition in targets:
-                packets.setdefault(partition, []).extend(items)
+            for partition in every if target is None else (target,):
+                packets.setdefault(partition, []).extend(parts)
                 headers.setdefault(partition, []).extend(seq)
                 oldest[partition] = min(oldest.get(partition, stamp), stamp)
         for partition in sorted(packets):
-            encoded = encode_packets(packets[partition]) or [b'{"items":[]}']
+            encoded = pack(packets[partition]) or [b'{"items":[]}']
             for k, packet in enumerate(encoded):
                 t0 = (T0_HEADER, str(oldest[partition]).encode())
                 first = (*headers[partition], t0) if k == 0 else (t0,)  # sequence numbers travel once

@@ -93,3 +93,26 @@ def test_batches_when_the_stream_ends_then_the_last_batch_is_yielded_and_iterati
         return [batch async for batch in batches(stream, limit=10)]
 
     assert asyncio.run(scenario()) == [["x", "y"]]
+
+
+def test_batches_when_events_come_alone_then_no_window_wait_and_after_a_crowd_the_window_gathers() -> None:
+    async def scenario() -> None:
+        stream = _Stream()
+        gen = batches(stream, limit=100, window_s=0.3)
+        stream.channel.queue.put_nowait("alone")
+        assert await _take(gen) == ["alone"]
+        loop = asyncio.get_running_loop()
+        stream.channel.queue.put_nowait("alone again")
+        started = loop.time()
+        assert await _take(gen) == ["alone again"]
+        assert loop.time() - started < 0.2  # handled at once, not held for the 0.3 s window
+
+        stream.channel.queue.put_nowait("c1")
+        stream.channel.queue.put_nowait("c2")
+        assert await _take(gen) == ["c1", "c2"]  # a crowd: the next batch waits the window for company
+        stream.channel.queue.put_nowait("d1")
+        loop.call_later(0.1, stream.channel.queue.put_nowait, "d2")
+        assert await _take(gen) == ["d1", "d2"]
+        await gen.aclose()
+
+    asyncio.run(scenario())

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +202,34 @@ def test_env_secrets_when_read_then_control_key_passwords_and_password_file_but_
     }
 
     assert sorted(env_secrets(environ)) == sorted([SECRET, SASL, "from-the-file-42"])
+
+
+def test_decision_when_no_secret_configured_then_direct_line_equals_the_generic_one(
+    monkeypatch: pytest.MonkeyPatch, seed001_path: Path
+) -> None:
+    for name in ("RISKGUARD_CONTROL_KEY", "RISKGUARD_KAFKA_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    saved, root = structlog.get_config(), logging.getLogger()
+    handlers = list(root.handlers)
+    buffer = io.StringIO()
+    try:
+        configure_logging("INFO", buffer)
+        log = structlog.get_logger("riskguard.decisions")
+        (decision,) = [o for o in _allow_decision_outputs(seed001_path) if o.topic == "decisions"]
+        log_output(log, decision)  # the direct line
+        log.info("policy_decision", **policy_decision_fields(decision.value))  # the generic bridge
+        logging.getLogger("riskguard.decisions").setLevel(logging.WARNING)
+        log_output(log, decision)  # filtered out like any info line
+    finally:
+        logging.getLogger("riskguard.decisions").setLevel(logging.NOTSET)
+        structlog.configure(**saved)
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+
+    direct, generic = lines(buffer)
+    assert list(direct) == list(generic)  # same keys, same order
+    assert {**direct, "timestamp": None} == {**generic, "timestamp": None}
+    for line in (direct, generic):
+        assert line["timestamp"].endswith("Z") and datetime.fromisoformat(line["timestamp"]).tzinfo is not None

@@ -372,3 +372,49 @@ def test_faust_sensor_when_installed_after_the_monitor_joined_the_sensors_then_i
     monitor = install_faust_sensor(app, CollectorRegistry())
 
     assert monitor in set(app.sensors) and default not in set(app.sensors)
+
+
+def test_faust_sensor_when_hooks_called_then_same_samples_as_faust_stock_prometheus_monitor() -> None:
+    from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+
+    def samples(registry: CollectorRegistry) -> dict[Sample, float]:
+        from prometheus_client.exposition import generate_latest
+
+        out: dict[Sample, float] = {}
+        for family in text_string_to_metric_families(generate_latest(registry).decode()):
+            for s in family.samples:
+                if not s.name.endswith(("_created", "_bucket", "_sum", "_count")):
+                    out[(s.name, frozenset(s.labels.items()))] = s.value
+        return out
+
+    lean_registry, stock_registry = CollectorRegistry(), CollectorRegistry()
+    app = faust.App("metrics-test-lean", broker="kafka://127.0.0.1:1", store="memory://")
+    lean = install_faust_sensor(app, lean_registry)
+    stock = PrometheusMonitor(metrics=FaustMetrics.create(stock_registry, "faust"))
+
+    class Owner:
+        pass
+
+    class Stream:  # what the hooks read of a stream; weakly referenced, as Faust's own monitor does
+        shortlabel = "Stream: risk.sequenced"
+        task_owner = Owner()
+
+    stream = Stream()
+    table = SimpleNamespace(name="level-symbol")
+    for monitor in (lean, stock):
+        for offset, topic in enumerate(["risk.sequenced", "risk.sequenced", "market.bars"]):
+            tp = TP(topic, offset % 2)
+            message = Message(topic, tp.partition, offset, 0.0, 0, {}, b"k", b"v", None)
+            monitor.on_message_in(tp, offset, message)
+            state = monitor.on_stream_event_in(tp, offset, stream, SimpleNamespace())
+            monitor.on_stream_event_out(tp, offset, stream, SimpleNamespace(), state)
+            monitor.on_message_out(tp, offset, message)
+            monitor.on_table_set(table, "0/a", b"v")
+            monitor.on_table_get(table, "0/a")
+            monitor.on_table_del(table, "0/a")
+            monitor.on_send_initiated(None, "risk.decisions", None, 1, 1)
+
+    lean_samples = samples(lean_registry)
+    assert lean_samples == samples(stock_registry)
+    assert lean_samples[("faust_messages_received_per_topic_total", frozenset({("topic", "risk.sequenced")}))] == 2.0
+    assert lean.messages_received_total == stock.messages_received_total == 3

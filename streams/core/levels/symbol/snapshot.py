@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import fields
 from typing import Any
 
 from streams.core.items import PARTITION_KEY, dump_view, load_view
@@ -12,6 +12,11 @@ from streams.core.positions import Ledger, dump_position, load_position
 
 Snapshot = dict[str, Any]
 
+# Both are flat (every field a scalar): a mapping of the fields in declaration order is what `asdict`
+# gives, without its recursive deep copy, which was most of the cost of storing an account's book.
+_STATE_FIELDS = tuple(f.name for f in fields(l3.SymbolState))
+_LEDGER_FIELDS = tuple(f.name for f in fields(Ledger))
+
 
 def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
     """Level 3: one snapshot per account and the partition's watch list."""
@@ -20,9 +25,9 @@ def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
     for account in wanted:
         book = stage.books[account]
         out[account] = {
-            "symbols": {s: asdict(v) for s, v in book.symbols.items()},
+            "symbols": {s: {name: getattr(v, name) for name in _STATE_FIELDS} for s, v in book.symbols.items()},
             "filled": {s: dump_position(p) for s, p in book.filled.items()},
-            "ledger": asdict(book.ledger),
+            "ledger": {name: getattr(book.ledger, name) for name in _LEDGER_FIELDS},
             "seen_fills": sorted(book.seen_fills),
             "seen_signals": sorted(book.seen_signals),
             "last_signal_ts": book.last_signal_ts,
