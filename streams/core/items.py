@@ -93,6 +93,29 @@ Result = tuple[list[Output], list[Item]]
 PARTITION_KEY = "@"
 """The key of a level's partition-wide state in its table (the other keys are account ids)."""
 
+SYMBOL_KEY = "$"
+"""The prefix of a level's per-symbol state in its table (`$AAPL`: last bar, close, ATR, watchers...).
+
+Kept apart from `@` so that a batch writes the symbols it touched, not every symbol's (~500 entries
+per level at every batch, and as many bytes of changelog to restore). `$` is in no account id's or
+symbol's alphabet, so the keys never collide."""
+
+
+def symbol_key(symbol: str) -> str:
+    """The table key of `symbol`'s per-symbol state."""
+    return SYMBOL_KEY + symbol
+
+
+def symbols_in(keys: Any) -> list[str]:
+    """The symbols whose per-symbol keys are among `keys`."""
+    return [k[1:] for k in keys if k.startswith(SYMBOL_KEY)]
+
+
+def item_symbol(item: Item) -> str | None:
+    """The symbol of a bar, fill or signal item (None for the others)."""
+    event = item.event
+    return event.symbol if isinstance(event, Bar | Fill | Signal) else None
+
 
 def account_keys(item: Item, forwarded: list[Item]) -> set[str]:
     """The partition key, the item's account and the accounts of the items a level forwarded for it."""

@@ -121,6 +121,9 @@ class PartitionedAgent:
         self.marker_table = tables[marker_table]
         self.sent_topics = sent_topics
         self.states: dict[int, Any] = {}
+        # per partition, table and key: the value the table holds (read once at restore, then kept as
+        # written), so storing a batch compares with memory instead of reading RocksDB back
+        self.held: dict[int, dict[str, dict[str, bytes]]] = {}
         self.durable: dict[int, int] = {}  # per partition: the last `#applied` the broker has
         self.pending: dict[int, asyncio.Future[Any]] = {}  # per partition: a marker sent, not yet acked
         self.sent: dict[int, set[bytes]] = {}
@@ -158,6 +161,7 @@ class PartitionedAgent:
                     if key.startswith(prefix) and value is not None:
                         mine.append((key[len(prefix) :], value))
             done = applied_of(dict(stored_values[self.marker]).get(APPLIED))
+            self.held[partition] = {name: dict(mine) for name, mine in stored_values.items()}
             values = {name: restore_at(mine, done) for name, mine in stored_values.items()}
             state = self.states[partition] = self.restore(partition, values)
             self.durable[partition] = done
@@ -165,6 +169,7 @@ class PartitionedAgent:
 
     async def forget(self, *_: Any, **__: Any) -> None:
         self.states.clear()
+        self.held.clear()
         self.reached.clear()
         self.durable.clear()
         self.pending.clear()
@@ -273,15 +278,17 @@ class PartitionedAgent:
     def _store(self, partition: int, state: Any, touched: dict[str, set[str]], offset: int) -> None:
         prefix = f"{partition}/"
         done = self.durable.get(partition, -1)
+        held = self.held.setdefault(partition, {})
         for name, table in self.tables.items():
             snapshot = self.dump(state, name, touched.get(name, set()))
+            values = held.setdefault(name, {})
             for key in sorted(snapshot):
                 value = snapshot[key]
                 cur = value if isinstance(value, bytes) else orjson.dumps(value)
-                previous = table.get(prefix + key)
+                previous = values.get(key)
                 if unchanged(previous, cur, done):
                     continue  # the committed value already says this: no write, no changelog record
-                table[prefix + key] = stored(offset, cur, previous, done)
+                values[key] = table[prefix + key] = stored(offset, cur, previous, done)
 
     async def run(self, stream: Any) -> None:
         """The agent: batches of the stream, every partition's part applied and made durable as one unit."""

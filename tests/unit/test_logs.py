@@ -233,3 +233,17 @@ def test_decision_when_no_secret_configured_then_direct_line_equals_the_generic_
     assert {**direct, "timestamp": None} == {**generic, "timestamp": None}
     for line in (direct, generic):
         assert line["timestamp"].endswith("Z") and datetime.fromisoformat(line["timestamp"]).tzinfo is not None
+
+
+def test_decision_when_a_field_holds_a_secret_then_the_line_is_masked_as_on_the_generic_path(
+    out: io.StringIO, seed001_path: Path
+) -> None:
+    tape = TapeBuilder().equity(SASL, T0, 100_000).flat_bar("AAPL", T0, 150.0)
+    tape.signal(SASL, "AAPL", "2024-01-15T10:30:00Z", price=151.0, target_notional=15_000)
+    log = structlog.get_logger("riskguard.decisions")
+    for output in tape.run(load_config(seed001_path)).outputs:
+        log_output(log, output)
+
+    assert SASL not in out.getvalue()
+    (line,) = [line for line in lines(out) if line["event"] == "policy_decision"]
+    assert line["account"] == MASK and line["symbol"] == "AAPL"

@@ -16,7 +16,7 @@ from typing import Any
 from schemas.config import Config
 from schemas.inputs import Bar
 from streams.core import budget as bm
-from streams.core.items import AccountView, Item, Level, Output, Result, account_keys
+from streams.core.items import AccountView, Item, Level, Output, Result, account_keys, item_symbol, symbol_key
 from streams.core.kernel.sizing import size_notional
 from streams.core.levels.symbol import stops as l3
 from streams.core.levels.symbol.targets import capped_target
@@ -95,6 +95,9 @@ class SymbolStage(Level):
         if item.kind == "bar":
             keys.update(item.notes.get("accounts", {}))
             keys.update(self.watchers.get(item.bar.symbol, ()))
+        symbol = item_symbol(item)
+        if symbol is not None:
+            keys.add(symbol_key(symbol))  # a bar's mark and close; a fill's or signal's watcher
         return keys
 
     def _drift(self, item: Item, book: SymbolBook) -> list[Output]:
