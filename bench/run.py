@@ -630,7 +630,9 @@ async def _pipeline_drive(lines: list[bytes], dep: Deployment, expected: int, de
     )
     drained_at["at"] = time.monotonic()
     await watcher
-    end = seen["last"] if seen["decisions"] else drained_at["at"]
+    # Every event through: the last decision consumed, or the group's commit of every input and internal
+    # topic if that comes later (a tape's last decision may come well before its last bars are handled).
+    end = max(seen["last"], drained_at["at"]) if drained else seen["last"] or drained_at["at"]
     return {
         "events": len(lines),
         "produce_s": round(produced - started, 2),

@@ -93,33 +93,15 @@ Result = tuple[list[Output], list[Item]]
 PARTITION_KEY = "@"
 """The key of a level's partition-wide state in its table (the other keys are account ids)."""
 
-SYMBOL_KEY = "$"
-"""The prefix of a level's per-symbol state in its table (`$AAPL`: last bar, close, ATR, watchers...).
 
-Kept apart from `@` so that a batch writes the symbols it touched, not every symbol's (~500 entries
-per level at every batch, and as many bytes of changelog to restore). `$` is in no account id's or
-symbol's alphabet, so the keys never collide."""
+def account_keys(item: Item, forwarded: list[Item], partition: bool = True) -> set[str]:
+    """The item's account and the accounts of the items a level forwarded for it, and the partition key
+    unless the level knows its partition-wide state did not change (`partition=False`).
 
-
-def symbol_key(symbol: str) -> str:
-    """The table key of `symbol`'s per-symbol state."""
-    return SYMBOL_KEY + symbol
-
-
-def symbols_in(keys: Any) -> list[str]:
-    """The symbols whose per-symbol keys are among `keys`."""
-    return [k[1:] for k in keys if k.startswith(SYMBOL_KEY)]
-
-
-def item_symbol(item: Item) -> str | None:
-    """The symbol of a bar, fill or signal item (None for the others)."""
-    event = item.event
-    return event.symbol if isinstance(event, Bar | Fill | Signal) else None
-
-
-def account_keys(item: Item, forwarded: list[Item]) -> set[str]:
-    """The partition key, the item's account and the accounts of the items a level forwarded for it."""
-    keys = {PARTITION_KEY}
+    A level's `@` holds state of every symbol (~500 entries at Levels 3 and 4); most items (signals,
+    fills, equity) leave it as it was, and naming it only when it may have changed spares serialising
+    it at every batch."""
+    keys = {PARTITION_KEY} if partition else set()
     if item.account is not None:
         keys.add(item.account)
     keys.update(i.account for i in forwarded if i.account is not None)

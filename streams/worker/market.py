@@ -74,7 +74,6 @@ class MarketAgent(PartitionedAgent):
         seqs: list[tuple[str, bytes]] = []
         oldest: int | None = None
         before = dict(chain.stages[0].stats)
-        touched: dict[str, set[str]] = {"market": set()}
         for record in records:
             source = DeadLetterSource(topic=self.topic_name, partition=partition, offset=record.offset)
             seq = tuple(h for h in record.headers if h[0] == SEQ_HEADER)
@@ -83,7 +82,7 @@ class MarketAgent(PartitionedAgent):
             except BadMessage as exc:
                 sends.append(self.outputs.rejected("bars", source, record.key, record.value, str(exc), seq))
                 continue
-            result = chain.run([item], 0, touched)
+            result = chain.run([item])
             tag = f"market|{partition}|{record.offset}"
             for j, output in enumerate(result.outputs):
                 sends.append(self.outputs.send(output, 0, f"{tag}|{j}".encode()))
@@ -101,8 +100,8 @@ class MarketAgent(PartitionedAgent):
         after = chain.stages[0].stats
         delta = {k: after[k] - before.get(k, 0) for k in after}
         self.rt.metrics.stage_counts("market", delta)
-        return Applied(sends, touched)
+        return Applied(sends, {"market": set()})
 
     def dump(self, state: Any, table: str, keys: set[str]) -> dict[str, Any]:
         chain: Chain = state
-        return DUMPERS["market"](chain.stages[0], keys)
+        return DUMPERS["market"](chain.stages[0])

@@ -12,7 +12,7 @@ import pytest
 from schemas.config import Config, config_from_dict, load_config
 from schemas.inputs import Bar
 from streams.core.engine import Engine
-from streams.core.items import PARTITION_KEY, SYMBOL_KEY, item_for
+from streams.core.items import PARTITION_KEY, item_for
 from streams.core.levels.market.snapshot import CLUSTERS_KEY, dump_market, load_market
 from streams.core.levels.market.stage import MarketStage
 from streams.core.snapshot import DUMPERS, LOADERS
@@ -157,19 +157,14 @@ def test_market_dump_when_bar_completes_a_timestamp_then_cluster_bytes_rebuilt()
     assert second == orjson.dumps(stage.state.clusters.window())
 
 
-@pytest.mark.parametrize("symbols_first", [True, False])
 @pytest.mark.parametrize("order", [(PARTITION_KEY, CLUSTERS_KEY), (CLUSTERS_KEY, PARTITION_KEY)])
-def test_market_load_when_split_keys_in_either_order_then_restores_same_state(
-    order: tuple[str, str], symbols_first: bool
-) -> None:
+def test_market_load_when_split_keys_in_either_order_then_restores_same_state(order: tuple[str, str]) -> None:
     stage = _market(timestamps=25)
     dumped = dump_market(stage)
-    symbols = sorted(k for k in dumped if k.startswith(SYMBOL_KEY))
     fresh = MarketStage(CONFIG)
-    for key in [*symbols, *order] if symbols_first else [*order, *symbols]:
+    for key in order:
         load_market(fresh, key, orjson.loads(_json(dumped[key])))
 
-    assert len(symbols) == len(stage.state.symbols) > 0
     assert _plain(dump_market(fresh)) == _plain(dumped)
     assert fresh.state.clusters.to_dict() == stage.state.clusters.to_dict()
     assert fresh.state.clusters.current == stage.state.clusters.current
@@ -180,7 +175,6 @@ def test_market_load_when_old_single_key_format_then_restores_same_state() -> No
     new = _plain(dump_market(stage))
     old = {key: value for key, value in new[PARTITION_KEY].items() if key != "cluster_pending"}
     old["clusters"] = stage.state.clusters.to_dict()
-    old["symbols"] = {key[1:]: value for key, value in new.items() if key.startswith(SYMBOL_KEY)}
     fresh = MarketStage(CONFIG)
     load_market(fresh, PARTITION_KEY, orjson.loads(orjson.dumps(old)))
 

@@ -27,9 +27,21 @@ from streams.tape import decode_line
 ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = {"default": load_config(None), "demo": load_config(ROOT / "deploy" / "profiles" / "demo.yaml")}
 NOT_STATE = frozenset(
-    {"config", "stats", "_rules", "_atr_period", "version", "shadow", "static", "_window_json", "_revision"}
+    {
+        "config",
+        "stats",
+        "_rules",
+        "_atr_period",
+        "version",
+        "shadow",
+        "static",
+        "_window_json",
+        "_revision",
+        "_watchers_changed",
+    }
 )
-"""Set from the config at construction, counters, and caches rebuilt on demand: not part of a snapshot."""
+"""Set from the config at construction, counters, caches rebuilt on demand, and what a level reports
+touched since the shell last asked: not part of a snapshot."""
 
 
 def _canon(value: Any) -> Any:

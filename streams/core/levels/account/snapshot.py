@@ -1,5 +1,4 @@
-"""Level 1's snapshot: one per account (guard, budget, next run), the partition's clocks under `@`, and
-each symbol's last bar time under `$<symbol>`."""
+"""Level 1's snapshot: one per account (guard, budget, next run) and the partition's clocks under `@`."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from typing import Any
 
 from schemas.outputs import TradingState
 from streams.core import budget as bm
-from streams.core.items import PARTITION_KEY, SYMBOL_KEY, symbol_key, symbols_in
+from streams.core.items import PARTITION_KEY
 from streams.core.levels.account import rules as l1
 from streams.core.levels.account.stage import AccountStage
 
@@ -33,23 +32,19 @@ def dump_account(stage: AccountStage, keys: Any = None) -> dict[str, Snapshot]:
         "next_rebalance": stage.next_rebalance,
         "market_regime": stage.market_regime,
         "pinned_all": stage.pinned_all,
+        "bar_ts": dict(sorted(stage.bar_ts.items())),
     }
-    for symbol in stage.bar_ts if keys is None else [s for s in symbols_in(keys) if s in stage.bar_ts]:
-        out[symbol_key(symbol)] = {"bar_ts": stage.bar_ts[symbol]}
     return out
 
 
 def load_account(stage: AccountStage, key: str, data: Snapshot) -> None:
-    if key.startswith(SYMBOL_KEY):
-        stage.bar_ts[key[1:]] = data["bar_ts"]
-        return
     if key == PARTITION_KEY:
         stage.next_roll = data["next_roll"]
         stage.clock = data.get("clock", 0)
         stage.gate.nonces = set(data.get("nonces", ()))
         stage.next_rebalance = data.get("next_rebalance")
         stage.market_regime = data.get("market_regime")
-        stage.bar_ts = {**data.get("bar_ts", {}), **stage.bar_ts}  # `bar_ts` in `@`: written before `$` keys
+        stage.bar_ts = dict(data.get("bar_ts", {}))
         stage.pinned_all = data.get("pinned_all")
         return
     fields = dict(data)

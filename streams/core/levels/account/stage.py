@@ -22,7 +22,7 @@ from schemas.outputs import DeadLetter, DeadLetterSource, Halt, HaltFacts, RiskE
 from schemas.timefmt import format_ts
 from streams.core import budget as bm
 from streams.core.ids import stable_id
-from streams.core.items import AccountView, Item, Level, Output, Result, account_keys, symbol_key
+from streams.core.items import AccountView, Item, Level, Output, Result, account_keys
 from streams.core.levels.account import rules as l1
 from streams.core.levels.account.controls import AUTO_REGIME, ControlGate, params_problem
 from streams.core.levels.account.schedule import first_run, next_run
@@ -92,12 +92,8 @@ class AccountStage(Level):
         return outputs, [item]
 
     def touched(self, item: Item, forwarded: list[Item]) -> set[str]:
-        """The keys `process(item)` may have changed: the account, or every account a bar or `*` reached,
-        and a bar's symbol."""
-        keys = account_keys(item, forwarded)
-        if item.kind == "bar":
-            keys.add(symbol_key(item.bar.symbol))
-        return keys
+        """The keys `process(item)` may have changed: the account, or every account a bar or `*` reached."""
+        return account_keys(item, forwarded)
 
     def _account(self, account: str) -> l1.AccountState:
         state = self.accounts.get(account)

@@ -1,5 +1,4 @@
-"""Level 2's snapshot: the partition-wide state under `@`, the cluster window under `@clusters`, and
-each symbol's last bar and ATR under `$<symbol>` (written only for the symbols a batch's bars touched).
+"""Level 2's snapshot: the partition-wide state under `@`, the cluster window under `@clusters`.
 
 Why `@clusters` is apart and pre-serialised: the window (30 rows of returns per symbol, ~370 kB of JSON
 for 500 symbols) changes once per bar timestamp while the worker stores Level 2 after every batch. The
@@ -13,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from streams.core.items import PARTITION_KEY, SYMBOL_KEY, symbol_key, symbols_in
+from streams.core.items import PARTITION_KEY
 from streams.core.levels.market.atr import SymbolMarket
 from streams.core.levels.market.clusters import ClusterState
 from streams.core.levels.market.regime import ClassifierState
@@ -23,14 +22,13 @@ CLUSTERS_KEY = "@clusters"
 Snapshot = dict[str, Any]
 
 
-def dump_market(stage: MarketStage, keys: Any = None) -> dict[str, Snapshot | bytes | list[Any]]:
-    """Level 2: the partition-wide snapshot, the cluster window as cached JSON bytes, and per symbol its
-    last bar and ATR (all of them, or those among `keys`)."""
+def dump_market(stage: MarketStage) -> dict[str, Snapshot | bytes]:
+    """Level 2: the partition-wide snapshot, and the cluster window as cached JSON bytes."""
     st = stage.state
-    out: dict[str, Snapshot | bytes | list[Any]] = {}
-    if keys is None or PARTITION_KEY in keys:
-        out[PARTITION_KEY] = {
+    return {
+        PARTITION_KEY: {
             "cluster_pending": st.clusters.pending(),
+            "symbols": {s: [m.last_ts, m.close, m.atr, m.tr_count, m.tr_sum] for s, m in st.symbols.items()},
             "published": st.published,
             "budget": {
                 "closes": list(st.classifier.closes),
@@ -38,13 +36,9 @@ def dump_market(stage: MarketStage, keys: Any = None) -> dict[str, Snapshot | by
                 "correlation": st.correlation,
                 "spike": st.spike,
             },
-        }
-        out[CLUSTERS_KEY] = st.clusters.window_json()
-    wanted = st.symbols if keys is None else [s for s in symbols_in(keys) if s in st.symbols]
-    for symbol in wanted:
-        m = st.symbols[symbol]
-        out[symbol_key(symbol)] = [m.last_ts, m.close, m.atr, m.tr_count, m.tr_sum]
-    return out
+        },
+        CLUSTERS_KEY: st.clusters.window_json(),
+    }
 
 
 def load_market(stage: MarketStage, key: str, data: Snapshot | bytes) -> None:
@@ -54,10 +48,6 @@ def load_market(stage: MarketStage, key: str, data: Snapshot | bytes) -> None:
     `clusters`), so tables written before the split restore to the same state.
     """
     st = stage.state
-    if key.startswith(SYMBOL_KEY):
-        values = orjson.loads(data) if isinstance(data, bytes) else data
-        st.symbols[key[1:]] = SymbolMarket(*values)
-        return
     if key == CLUSTERS_KEY:
         window = orjson.loads(data) if isinstance(data, bytes) else data
         # The pending bars came (or will come) with `@`: keep them across the rebuilt window.
@@ -68,8 +58,7 @@ def load_market(stage: MarketStage, key: str, data: Snapshot | bytes) -> None:
         st.clusters = ClusterState.from_dict(st.clusters.params, snap["clusters"])
     else:
         st.clusters.restore_pending(snap["cluster_pending"])
-    if "symbols" in snap:  # written before the symbols had keys of their own; those keys are newer
-        st.symbols = {**{s: SymbolMarket(*values) for s, values in snap["symbols"].items()}, **st.symbols}
+    st.symbols = {s: SymbolMarket(*values) for s, values in snap["symbols"].items()}
     st.published = dict(snap["published"])
     budget = snap.get("budget") or {}
     st.classifier = ClassifierState(list(budget.get("closes", ())), budget.get("regime"))

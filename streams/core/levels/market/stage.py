@@ -17,7 +17,7 @@ from schemas.config import Config
 from schemas.inputs import Bar
 from schemas.outputs import RiskEvent
 from streams.core.ids import stable_id
-from streams.core.items import PARTITION_KEY, Item, Output, Result, symbol_key
+from streams.core.items import PARTITION_KEY, Item, Output, Result
 from streams.core.levels.market.atr import SymbolMarket, update_atr
 from streams.core.levels.market.clusters import ClusterMap, ClusterParams, ClusterState
 from streams.core.levels.market.regime import ClassifierState, observe
@@ -69,8 +69,8 @@ class MarketStage:
         return [], [item]
 
     def touched(self, item: Item, forwarded: list[Item]) -> set[str]:
-        """Level 2's state is market-wide (`@`, with the cluster window) and per symbol (the bar's)."""
-        return {PARTITION_KEY, symbol_key(item.bar.symbol)} if item.kind == "bar" else {PARTITION_KEY}
+        """Level 2's state is market-wide: its snapshot is whole, never by key."""
+        return {PARTITION_KEY}
 
     def finish(self) -> Result:
         cmap = self.state.clusters.flush()

@@ -1,11 +1,10 @@
-"""Level 4's snapshot: one per account (positions, quota, view, last run), the cluster map under `@`, and
-each symbol's close and ATR under `$<symbol>`."""
+"""Level 4's snapshot: one per account (positions, quota, view, last run) and the partition's marks."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from streams.core.items import PARTITION_KEY, SYMBOL_KEY, dump_view, load_view, symbol_key, symbols_in
+from streams.core.items import PARTITION_KEY, dump_view, load_view
 from streams.core.levels.portfolio.stage import PortfolioBook, PortfolioStage
 from streams.core.positions import dump_position, load_position
 
@@ -26,29 +25,14 @@ def dump_portfolio(stage: PortfolioStage, keys: Any = None) -> dict[str, Snapsho
             "last_run": book.last_run,
         }
     m = stage.market
-    if keys is None or PARTITION_KEY in keys:
-        out[PARTITION_KEY] = {"clusters": m.clusters}
-    known = set(m.closes) | set(m.atr)
-    for symbol in sorted(known if keys is None else known.intersection(symbols_in(keys))):
-        entry: Snapshot = {}
-        if symbol in m.closes:
-            entry["close"] = m.closes[symbol]
-        if symbol in m.atr:
-            entry["atr"] = m.atr[symbol]
-        out[symbol_key(symbol)] = entry
+    out[PARTITION_KEY] = {"closes": m.closes, "atr": m.atr, "clusters": m.clusters}
     return out
 
 
 def load_portfolio(stage: PortfolioStage, key: str, data: Snapshot) -> None:
-    if key.startswith(SYMBOL_KEY):
-        if "close" in data:
-            stage.market.closes[key[1:]] = data["close"]
-        if "atr" in data:
-            stage.market.atr[key[1:]] = data["atr"]
-        return
-    if key == PARTITION_KEY:  # closes and ATRs here were written before symbols had keys of their own
-        stage.market.closes = {**data.get("closes", {}), **stage.market.closes}
-        stage.market.atr = {**data.get("atr", {}), **stage.market.atr}
+    if key == PARTITION_KEY:
+        stage.market.closes = dict(data["closes"])
+        stage.market.atr = dict(data["atr"])
         stage.market.clusters = dict(data["clusters"])
         return
     stage.books[key] = PortfolioBook(

@@ -19,7 +19,7 @@ from schemas.outputs import ClipRecord, Decision, RebalanceRun, RiskEvent
 from schemas.timefmt import format_ts
 from streams.core import budget as bm
 from streams.core.ids import decision_id, stable_id
-from streams.core.items import AccountView, Item, Level, Output, Result, account_keys, symbol_key
+from streams.core.items import AccountView, Item, Level, Output, Result, account_keys
 from streams.core.kernel.decision import Outcome, TradeContext, band_of, evaluate
 from streams.core.levels.market.clusters import STATIC_PREFIX
 from streams.core.levels.portfolio.exposure import crossed_warning, exposures, heat_score
@@ -110,10 +110,9 @@ class PortfolioStage(Level):
 
     def touched(self, item: Item, forwarded: list[Item]) -> set[str]:
         """The keys `process(item)` may have changed: the account, or every account a bar works for."""
-        keys = account_keys(item, forwarded)
+        keys = account_keys(item, forwarded, partition=item.kind in ("bar", "cluster_map"))
         if item.kind == "bar":
             keys.update(item.notes.get("accounts", {}))
-            keys.add(symbol_key(item.bar.symbol))
         return keys
 
     def _rebalance(self, account: str, book: PortfolioBook, run: dict[str, Any]) -> list[Output]:

@@ -1,12 +1,11 @@
-"""Level 3's snapshot: one per account (targets, stops, positions, ledger, seen ids) and, per symbol under
-`$<symbol>`, its watchers, last close and mark."""
+"""Level 3's snapshot: one per account (targets, stops, positions, ledger, seen ids) and the watch list."""
 
 from __future__ import annotations
 
 from dataclasses import fields
 from typing import Any
 
-from streams.core.items import PARTITION_KEY, SYMBOL_KEY, dump_view, load_view, symbol_key, symbols_in
+from streams.core.items import PARTITION_KEY, dump_view, load_view
 from streams.core.levels.symbol import stops as l3
 from streams.core.levels.symbol.stage import SymbolBook, SymbolStage
 from streams.core.positions import Ledger, dump_position, load_position
@@ -36,37 +35,19 @@ def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
             "drift_alarm": book.drift_alarm,
             "recommendations": book.recommendations,
         }
-    if keys is None or PARTITION_KEY in keys:
-        out[PARTITION_KEY] = {}
-    every = (stage.watchers, stage.closes, stage.marks)
-    known: set[str] = set().union(*every)
-    for symbol in sorted(known if keys is None else known.intersection(symbols_in(keys))):
-        entry: Snapshot = {}
-        if symbol in stage.watchers:
-            entry["watchers"] = sorted(stage.watchers[symbol])
-        if symbol in stage.closes:
-            entry["close"] = stage.closes[symbol]
-        if symbol in stage.marks:
-            entry["mark"] = list(stage.marks[symbol])
-        out[symbol_key(symbol)] = entry
+    out[PARTITION_KEY] = {
+        "watchers": {s: sorted(a) for s, a in sorted(stage.watchers.items())},
+        "closes": dict(sorted(stage.closes.items())),
+        "marks": {s: list(mark) for s, mark in sorted(stage.marks.items())},
+    }
     return out
 
 
 def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
-    if key.startswith(SYMBOL_KEY):
-        symbol = key[1:]
-        if "watchers" in data:
-            stage.watchers[symbol] = set(data["watchers"])
-        if "close" in data:
-            stage.closes[symbol] = data["close"]
-        if "mark" in data:
-            close, atr = data["mark"]
-            stage.marks[symbol] = (close, atr)
-        return
-    if key == PARTITION_KEY:  # the whole watch list here was written before symbols had keys of their own
-        stage.watchers = {**{s: set(a) for s, a in data.get("watchers", {}).items()}, **stage.watchers}
-        stage.closes = {**data.get("closes", {}), **stage.closes}
-        stage.marks = {**{s: (close, atr) for s, (close, atr) in data.get("marks", {}).items()}, **stage.marks}
+    if key == PARTITION_KEY:
+        stage.watchers = {s: set(a) for s, a in data["watchers"].items()}
+        stage.closes = dict(data.get("closes", {}))
+        stage.marks = {s: (close, atr) for s, (close, atr) in data.get("marks", {}).items()}
         return
     stage.books[key] = SymbolBook(
         symbols={s: l3.SymbolState(**v) for s, v in data["symbols"].items()},

@@ -16,7 +16,7 @@ from typing import Any
 from schemas.config import Config
 from schemas.inputs import Bar
 from streams.core import budget as bm
-from streams.core.items import AccountView, Item, Level, Output, Result, account_keys, item_symbol, symbol_key
+from streams.core.items import AccountView, Item, Level, Output, Result, account_keys
 from streams.core.kernel.sizing import size_notional
 from streams.core.levels.symbol import stops as l3
 from streams.core.levels.symbol.targets import capped_target
@@ -56,6 +56,7 @@ class SymbolStage(Level):
         self.watchers: dict[str, set[str]] = {}
         self.closes: dict[str, float] = {}
         self.marks: dict[str, tuple[float, float | None]] = {}  # last close and ATR of every symbol (Level 2's)
+        self._watchers_changed = False  # since `touched` last asked
 
     def book(self, account: str) -> SymbolBook:
         book = self.books.get(account)
@@ -91,13 +92,11 @@ class SymbolStage(Level):
 
     def touched(self, item: Item, forwarded: list[Item]) -> set[str]:
         """The keys `process(item)` may have changed; a bar marks the trailing peaks of every watcher."""
-        keys = account_keys(item, forwarded)
+        keys = account_keys(item, forwarded, partition=item.kind == "bar" or self._watchers_changed)
+        self._watchers_changed = False
         if item.kind == "bar":
             keys.update(item.notes.get("accounts", {}))
             keys.update(self.watchers.get(item.bar.symbol, ()))
-        symbol = item_symbol(item)
-        if symbol is not None:
-            keys.add(symbol_key(symbol))  # a bar's mark and close; a fill's or signal's watcher
         return keys
 
     def _drift(self, item: Item, book: SymbolBook) -> list[Output]:
@@ -121,7 +120,10 @@ class SymbolStage(Level):
         )
 
     def _watch(self, account: str, symbol: str) -> None:
-        self.watchers.setdefault(symbol, set()).add(account)
+        watching = self.watchers.setdefault(symbol, set())
+        if account not in watching:
+            watching.add(account)
+            self._watchers_changed = True  # `@` holds the watch list: reported touched once
 
     def _fill(self, item: Item, book: SymbolBook) -> Result:
         fill = item.fill
