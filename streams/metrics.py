@@ -21,6 +21,7 @@ What the counters count, and where it comes from:
 from __future__ import annotations
 
 import math
+import re
 import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -236,6 +237,16 @@ def faust_lags(app: Any) -> list[tuple[str, int, int]]:
     return lags
 
 
+_STREAM_LABEL_JUNK = re.compile(r"[\<\>:\s]+")  # what Faust's monitor replaces by "_" in a stream label
+
+
+def _stream_series(stream: Any) -> str:
+    """The `stream` label Faust's `PrometheusMonitor` gives a stream's events (its own spelling, redone here
+    rather than calling its private helper)."""
+    name = _STREAM_LABEL_JUNK.sub("_", str(stream.shortlabel).lstrip("Stream:")).strip("_").lower()
+    return f"stream.{name}.events"
+
+
 def _lean_monitor_class() -> Any:
     """Faust's `PrometheusMonitor` with each labelled series looked up once, not at every event.
 
@@ -275,7 +286,7 @@ def _lean_monitor_class() -> Any:
             m.total_active_events.inc()
             label = self._stream_labels.get(stream)
             if label is None:
-                label = self._stream_labels[stream] = f"stream.{self._stream_label(stream)}.events"
+                label = self._stream_labels[stream] = _stream_series(stream)
             self._child(m.total_events_per_stream, stream=label).inc()
             return state
 
