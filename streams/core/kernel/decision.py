@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from streams.core.decimals import at_least, at_most, over, under
 from streams.core.levels.symbol.targets import cap_target
 
 _EPS = 1e-9
@@ -138,6 +139,11 @@ def band_of(target: float, band_pct: float) -> tuple[float, float]:
     return target * (1 + band_pct), target * (1 - band_pct)
 
 
+def inside_band(value: float, band: tuple[float, float]) -> bool:
+    """`value` within `band`, edges included, compared as decimals (SPEC §6.3)."""
+    return at_least(value, band[0]) and at_most(value, band[1])
+
+
 def _sign(x: float) -> int:
     return (x > 0) - (x < 0)
 
@@ -150,7 +156,7 @@ def _cap_target(ctx: TradeContext, target: float) -> tuple[float, list[Clip]]:
 def _goal(ctx: TradeContext, target: float, value: float) -> tuple[float | None, str, tuple[float, float]]:
     """Where to trade to: None inside the band, else the edge (or target) and the reason."""
     lo, hi = band_of(target, ctx.band_pct if ctx.band_enabled else 0.0)
-    if lo <= value <= hi:
+    if inside_band(value, (lo, hi)):
         return None, "within_band", (lo, hi)
     to_target = ctx.rebalance_to == "target" or not ctx.band_enabled or target == 0
     if value < lo:
@@ -218,7 +224,7 @@ def evaluate(ctx: TradeContext) -> Outcome:
     if (
         ctx.check_signal_change
         and ctx.committed_target is not None
-        and abs(target - ctx.committed_target) <= ctx.signal_change_threshold * abs(ctx.committed_target)
+        and at_most(abs(target - ctx.committed_target), ctx.signal_change_threshold * abs(ctx.committed_target))
     ):
         return Outcome("NOOP", None, 0.0, 0.0, "per_symbol", "signal_unchanged", tuple(clips))
 
@@ -249,15 +255,15 @@ def evaluate(ctx: TradeContext) -> Outcome:
     if open_raw > 0:
         open_notional = open_raw * price
         blocked = _BLOCKING_STATES.get(ctx.trading_state)
-        if blocked is not None:
-            denied = ("account", blocked)
-        elif ctx.vetoed:
-            denied = ("per_symbol", "reentry_veto")
+        if blocked is not None or ctx.vetoed:
+            denied = ("account", blocked) if blocked is not None else ("per_symbol", "reentry_veto")
+            if close_qty > 0:  # a zero-crossing trade: the closing part goes, this layer cut the opening part
+                clips.append(Clip(*denied, open_notional, 0.0))
         else:
             if ctx.max_notional is not None:
                 room = max(ctx.max_notional - close_qty * price, 0.0)
                 nearest = round_lot_nearest(open_notional / price, ctx.lot_size) * price
-                if open_notional > room:
+                if over(open_notional, room):
                     clips.append(Clip("per_trade", "max_notional", open_notional, room))
                     open_notional = room
                 elif not clips and nearest > room * (1 + _EPS):
@@ -266,7 +272,7 @@ def evaluate(ctx: TradeContext) -> Outcome:
                     clips.append(Clip("per_trade", "max_notional", nearest, room))
             rounder = round_lot_down if clips else round_lot_nearest
             open_qty = rounder(open_notional / price, ctx.lot_size)
-            if open_qty <= 0 or open_qty * price < ctx.min_order_notional:
+            if open_qty <= 0 or under(open_qty * price, ctx.min_order_notional):
                 # Nothing worth sending is left: blame the trade limit when it cut the order, else dust.
                 by_limit = bool(clips) and clips[-1].reason == "max_notional"
                 if close_qty > 0 and not by_limit:
@@ -277,9 +283,9 @@ def evaluate(ctx: TradeContext) -> Outcome:
                 value_after_close = 0.0 if close_qty > 0 else value
                 for layer, why, room in _headrooms(ctx, side_sign, value_after_close):
                     notional = open_qty * price
-                    if notional > room:
+                    if over(notional, room):
                         clipped = round_lot_down(max(room, 0.0) / price, ctx.lot_size)
-                        if clipped <= 0 or clipped * price < ctx.min_order_notional:
+                        if clipped <= 0 or under(clipped * price, ctx.min_order_notional):
                             clips.append(Clip(layer, why, notional, 0.0))
                             denied, open_qty = (layer, why), 0.0
                             break

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from schemas.config import AccountRules, VolTarget
 from schemas.outputs import TradingState
+from streams.core.decimals import at_least, at_most
 
 ACTIVE, WARNING, REDUCING, HALTED, SHUTDOWN = (
     TradingState.ACTIVE,
@@ -150,25 +151,25 @@ def target_state(state: AccountState, rules: AccountRules) -> tuple[TradingState
     """The most severe state the rules call for at the current figures."""
     equity = state.equity if state.equity is not None else 0.0
     initial = state.initial_balance
-    if rules.max_total_loss_pct is not None and equity <= initial * (1 - rules.max_total_loss_pct):
+    if rules.max_total_loss_pct is not None and at_most(equity, initial * (1 - rules.max_total_loss_pct)):
         return SHUTDOWN, "max_total_loss"
     trailing = rules.trailing_drawdown
     if trailing is not None:
         floor = state.trailing_mark - trailing.pct * initial
         if trailing.lock_at_initial:
             floor = min(floor, initial)
-        if equity <= floor:
+        if at_most(equity, floor):
             return SHUTDOWN, "trailing_drawdown"
     if rules.daily_loss is not None:
         base = _daily_base(state, rules)
         scale = base if rules.daily_loss.of == "day_start" else initial
-        if equity <= base - rules.daily_loss.limit_pct * scale:
+        if at_most(equity, base - rules.daily_loss.limit_pct * scale):
             return HALTED, "daily_loss"
     if rules.intraday_drawdown is not None and state.peak_equity > 0:
         drawdown = (state.peak_equity - equity) / state.peak_equity
-        if drawdown >= rules.intraday_drawdown.halt_pct:
+        if at_least(drawdown, rules.intraday_drawdown.halt_pct):
             return HALTED, "intraday_drawdown"
-        if drawdown >= rules.intraday_drawdown.warn_pct:
+        if at_least(drawdown, rules.intraday_drawdown.warn_pct):
             return (REDUCING if rules.on_warning == "reduce" else WARNING), "intraday_drawdown_warning"
     return ACTIVE, "recovered"
 

@@ -9,6 +9,8 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from streams.core.decimals import at_least, under
+
 
 @dataclass(frozen=True, slots=True)
 class Exposure:
@@ -54,4 +56,4 @@ def heat_score(exposure_value: float, risk_value: float, equity: float) -> float
 
 def crossed_warning(before: float, after: float, warn: float) -> bool:
     """True when a weight rises from below the warning level to at or above it."""
-    return before < warn <= after
+    return under(before, warn) and at_least(after, warn)

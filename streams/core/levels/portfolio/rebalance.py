@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import Literal, TypedDict
 
 from schemas.config import RebalancePolicy
+from streams.core.decimals import at_least, over, under
 
 Side = Literal["BUY", "SELL"]
 
@@ -223,13 +224,13 @@ def plan_rebalance(
         status = LineStatus.ORDERED
         if qty == 0:
             status = LineStatus.ZERO_QTY
-        elif notional < policy.min_trade_value:
+        elif under(notional, policy.min_trade_value):
             status = LineStatus.BELOW_MIN_TRADE_VALUE
         lines[line.symbol] = replace(line, trade_value=trade_value, status=status)
         if status != LineStatus.ORDERED:
             continue
         reasons = ["drift"]
-        if line.requested_weight > policy.max_position_weight:
+        if over(line.requested_weight, policy.max_position_weight):
             reasons.append("capped_max_weight")
         if scale < 1:
             reasons.append("budget_scaled")
@@ -283,7 +284,7 @@ def reconcile_to_budget(orders: Sequence[Order], budget: float, min_trade_value:
             smallest = same_side[0]
             qty = smallest.qty - min(smallest.qty, math.ceil(excess / smallest.price))
             notional = qty * smallest.price
-            if qty == 0 or notional < min_trade_value:
+            if qty == 0 or under(notional, min_trade_value):
                 del by_symbol[smallest.symbol]
                 continue
             reasons = smallest.reasons if "trimmed" in smallest.reasons else (*smallest.reasons, "trimmed")
@@ -336,7 +337,7 @@ def _member_line(
     delta = desired - value
     if status == LineStatus.ORDERED and not _outside_band(drift, target, policy):
         status = LineStatus.WITHIN_BAND
-    elif status == LineStatus.ORDERED and abs(delta) < policy.min_trade_value:
+    elif status == LineStatus.ORDERED and under(abs(delta), policy.min_trade_value):
         status = LineStatus.BELOW_MIN_TRADE_VALUE
     elif status == LineStatus.ORDERED and delta == 0:
         status = LineStatus.ZERO_QTY
@@ -359,7 +360,7 @@ def _member_line(
 def _outside_band(drift: float, target: float, policy: RebalancePolicy) -> bool:
     """Seed 004 §4.2: abs(drift) >= abs band OR abs(drift) >= rel band × target weight."""
     size = abs(drift)
-    return size >= policy.drift_band_abs_pct or size >= policy.drift_band_rel_pct * target
+    return at_least(size, policy.drift_band_abs_pct) or at_least(size, policy.drift_band_rel_pct * target)
 
 
 def _largest_first(line: SymbolLine) -> tuple[float, str]:

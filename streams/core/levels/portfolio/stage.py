@@ -20,7 +20,7 @@ from schemas.timefmt import format_ts
 from streams.core import budget as bm
 from streams.core.ids import decision_id, stable_id
 from streams.core.items import AccountView, Item, Level, Output, Result, account_keys
-from streams.core.kernel.decision import Outcome, TradeContext, band_of, evaluate
+from streams.core.kernel.decision import Outcome, TradeContext, band_of, evaluate, inside_band
 from streams.core.levels.market.clusters import STATIC_PREFIX
 from streams.core.levels.portfolio.exposure import crossed_warning, exposures, heat_score
 from streams.core.levels.portfolio.rebalance import Holding, plan_rebalance
@@ -259,7 +259,7 @@ class PortfolioStage(Level):
         position = book.positions.get(sym)
         value = position.projected(ts) * price if position is not None else 0.0
         lo, hi = band_of(target, self.rules(account).per_symbol.band_pct)
-        return not lo <= value <= hi
+        return not inside_band(value, (lo, hi))
 
     def _flatten(self, account: str, book: PortfolioBook, ts: int, halt_id: str, state: str) -> list[Output]:
         outputs: list[Output] = []

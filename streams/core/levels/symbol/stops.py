@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas.config import StopLevels, StopRules
+from streams.core.decimals import at_least, at_most, level
 from streams.core.positions import Position
 
 
@@ -33,36 +34,40 @@ class StopHit:
 
 
 def check_stops(position: Position, open_: float, high: float, low: float, levels: StopLevels) -> StopHit | None:
-    """The stop a bar triggers for an open position, if any (long and mirrored short)."""
+    """The stop a bar triggers for an open position, if any (long and mirrored short).
+
+    Levels are the decimals their inputs denote (`streams.core.decimals`): a bar that touches a level
+    exactly triggers it, whatever binary floating point makes of entry × (1 ± pct).
+    """
     qty, entry = position.qty, position.avg_entry
     if qty == 0 or entry <= 0:
         return None
     if qty > 0:
         if levels.stop_loss_pct is not None:
-            level = entry * (1 - levels.stop_loss_pct)
-            if low <= level:
-                return StopHit("stop_loss", level, min(open_, level))
+            stop = level(entry * (1 - levels.stop_loss_pct))
+            if at_most(low, stop):
+                return StopHit("stop_loss", stop, min(open_, stop))
         if levels.trailing_pct is not None:
-            level = position.peak * (1 - levels.trailing_pct)
-            if low <= level:
-                return StopHit("trailing_stop", level, min(open_, level))
+            stop = level(position.peak * (1 - levels.trailing_pct))
+            if at_most(low, stop):
+                return StopHit("trailing_stop", stop, min(open_, stop))
         if levels.take_profit_pct is not None:
-            level = entry * (1 + levels.take_profit_pct)
-            if high >= level:
-                return StopHit("take_profit", level, max(open_, level))
+            stop = level(entry * (1 + levels.take_profit_pct))
+            if at_least(high, stop):
+                return StopHit("take_profit", stop, max(open_, stop))
         return None
     if levels.stop_loss_pct is not None:
-        level = entry * (1 + levels.stop_loss_pct)
-        if high >= level:
-            return StopHit("stop_loss", level, max(open_, level))
+        stop = level(entry * (1 + levels.stop_loss_pct))
+        if at_least(high, stop):
+            return StopHit("stop_loss", stop, max(open_, stop))
     if levels.trailing_pct is not None:
-        level = position.trough * (1 + levels.trailing_pct)
-        if high >= level:
-            return StopHit("trailing_stop", level, max(open_, level))
+        stop = level(position.trough * (1 + levels.trailing_pct))
+        if at_least(high, stop):
+            return StopHit("trailing_stop", stop, max(open_, stop))
     if levels.take_profit_pct is not None:
-        level = entry * (1 - levels.take_profit_pct)
-        if low <= level:
-            return StopHit("take_profit", level, min(open_, level))
+        stop = level(entry * (1 - levels.take_profit_pct))
+        if at_most(low, stop):
+            return StopHit("take_profit", stop, min(open_, stop))
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from schemas.config import RiskConfig
+from streams.core.decimals import over
 
 CapStep = tuple[str, float, float]
 """A cap that bound: its reason, |target| before and after."""
@@ -18,7 +19,7 @@ def cap_target(target: float, limits: Iterable[tuple[float | None, str]]) -> tup
     """`target` clipped to each `(limit, reason)` in turn (None: no limit), and the caps that bound."""
     steps: list[CapStep] = []
     for limit, reason in limits:
-        if limit is not None and abs(target) > limit:
+        if limit is not None and over(abs(target), limit):  # a target on its cap is within it (SPEC §6.3)
             capped = ((target > 0) - (target < 0)) * max(limit, 0.0)
             steps.append((reason, abs(target), abs(capped)))
             target = capped
