@@ -256,9 +256,13 @@ class _FastLines:
     def emit(self, logger: Any, event: str, fields: dict[str, Any]) -> bool:
         """Write one info line for `logger`; False when this path does not apply (then log it normally)."""
         name = getattr(logger, "name", None)
-        if not isinstance(name, str) or self.handler not in logging.getLogger().handlers:
+        root = logging.getLogger()
+        if not isinstance(name, str) or root.handlers != [self.handler] or root.filters or self.handler.filters:
+            return False  # another handler or a filter is in the way: only the bridge honours them all
+        target = logging.getLogger(name)
+        if target.handlers or target.filters or not target.propagate:
             return False
-        if not logging.getLogger(name).isEnabledFor(logging.INFO):
+        if not target.isEnabledFor(logging.INFO):
             return True  # filtered out, as the bridge would
         stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         line = _json_line({"timestamp": stamp, "level": "info", "logger": name, "event": event, **fields})

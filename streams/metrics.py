@@ -290,6 +290,15 @@ def _lean_monitor_class() -> Any:
             self._child(m.total_events_per_stream, stream=label).inc()
             return state
 
+        def on_rebalance_start(self, app: Any) -> Any:
+            state = super().on_rebalance_start(app)
+            self._series_cache.clear()  # Faust removes the per-topic and per-partition series at a rebalance
+            return state
+
+        def on_rebalance_end(self, app: Any, state: Any) -> None:
+            super().on_rebalance_end(app, state)
+            self._series_cache.clear()
+
         def _table_op(self, table: Any, operation: str) -> None:
             self._child(self.faust_metrics.table_operations, table=f"table.{table.name}", operation=operation).inc()
 

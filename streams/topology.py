@@ -4,7 +4,7 @@ One internal, account-keyed topic carries the guard's ordered log: `risk.sequenc
 per-account sequence the sequencer writes and the level chain of each partition reads (SPEC §2: a
 signal crosses Kafka twice). Partition-wide items (bars with Level 2's notes, cluster maps) are copied
 to every partition. In front of the sequencer, `risk.market` (one partition) carries the bars the
-market agent has run through Level 2, once per bar.
+market agent has run through Level 2, as packets (one run per batch of `market.bars`).
 """
 
 from __future__ import annotations
@@ -90,6 +90,9 @@ _ENUMS: dict[str, tuple[tuple[str, type[StrEnum]], ...]] = {
 }
 
 
+_TIMES = ("ts", "expires_at")
+
+
 def _trusted_item(data: dict[str, Any]) -> Item:
     """An item of a log the sequencer wrote: its event was validated there, so it is only constructed here.
 
@@ -99,6 +102,8 @@ def _trusted_item(data: dict[str, Any]) -> Item:
     """
     kind = data["kind"]
     event = data["event"]
+    if event is not None and not all(type(event.get(name, 0)) is int for name in _TIMES):
+        return _item(data)  # written before events were stored as validated (ISO times): validate it
     if event is not None:
         for name, enum in _ENUMS.get(kind, ()):
             if event.get(name) is not None:

@@ -22,7 +22,7 @@ from schemas.base import InputModel
 from schemas.config import Config
 from schemas.outputs import RiskEvent
 from streams.core.ids import stable_id
-from streams.core.items import Item, Output, Stage, item_for
+from streams.core.items import PARTITION_KEY, Item, Output, Stage, item_for
 from streams.core.levels.account import rules as l1
 from streams.core.levels.account.controls import signature_check
 from streams.core.levels.account.stage import AccountStage
@@ -93,8 +93,8 @@ class Chain:
                 try:
                     out, more = process(item)
                 except Exception as exc:
-                    if keys is not None and item.account is not None:
-                        keys.add(item.account)  # whatever the level changed before it raised is stored
+                    if keys is not None:  # whatever the level changed before it raised is stored
+                        keys.update((PARTITION_KEY,) if item.account is None else (PARTITION_KEY, item.account))
                     self._failed(index, item, exc, result, contain)
                     continue
                 if out:

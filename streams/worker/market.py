@@ -22,7 +22,7 @@ from streams.core.items import Item, item_for
 from streams.core.levels.market.stage import MarketStage
 from streams.core.snapshot import DUMPERS, LOADERS
 from streams.tape import BadMessage, decode_value, load_json
-from streams.topology import SEQ_HEADER, encode_packets
+from streams.topology import PACKET_BYTES, SEQ_HEADER, encode_item, pack
 from streams.worker.commit import durable_table
 from streams.worker.outputs import Outputs
 from streams.worker.partitioned import T0_HEADER, Applied, PartitionedAgent, Record, Runtime, Send
@@ -62,17 +62,17 @@ class MarketAgent(PartitionedAgent):
         return stage
 
     def apply(self, partition: int, state: Any, records: list[Record]) -> Applied:
-        """Level 2 on each bar of the batch; the bars it forwards go on together, as one run of packets.
+        """Level 2 on each bar of the batch; the bars it forwards go on together, as few packets as fit.
 
-        One packet per batch, not one message per bar: the sequencer then handles a batch of bars as one
-        event. The packets' markers name the batch's first and last offsets, and they carry every
-        ordered publisher's sequence number of the batch (of a forwarded bar or of a dropped one alike).
+        One run of packets per batch, not one message per bar: the sequencer then handles a batch of
+        bars as one event. A record's items stay in one packet, and each packet's marker names the
+        first and last offsets whose items (and ordered-publish sequence numbers, of a forwarded bar or
+        of a dropped one alike) it carries. A batch redone after a crash, with other boundaries, leaves
+        out every record a packet already in `risk.market` covers, so no bar or cluster map is sent twice.
         """
         chain: Chain = state
         sends: list[Send] = []
-        forwarded: list[Item] = []
-        seqs: list[tuple[str, bytes]] = []
-        oldest: int | None = None
+        packets = _Packets(self.sink, partition, _covered(self.sent.get(partition, set()), partition))
         before = dict(chain.stages[0].stats)
         for record in records:
             source = DeadLetterSource(topic=self.topic_name, partition=partition, offset=record.offset)
@@ -88,15 +88,10 @@ class MarketAgent(PartitionedAgent):
                 sends.append(self.outputs.send(output, 0, f"{tag}|{j}".encode()))
             for j, failure in enumerate(result.failures):
                 sends.append(self.outputs.failure(failure, source, 0, f"{tag}|f{j}".encode()))
-            if result.forwarded or seq:  # a dropped bar's sequence number still passes, as a dead letter's would
-                forwarded += result.forwarded
-                seqs += seq
-                oldest = record.timestamp_ms if oldest is None else min(oldest, record.timestamp_ms)
-        if oldest is not None:
-            span = f"market|{partition}|{records[0].offset}-{records[-1].offset}"
-            headers = (*seqs, (T0_HEADER, str(oldest).encode()))
-            for k, packet in enumerate(encode_packets(forwarded) or [b'{"items":[]}']):
-                sends.append(Send(self.sink, None, packet, 0, f"{span}|p{k}".encode(), headers if k == 0 else ()))
+            # a dropped bar's sequence number still passes, as a dead letter's would
+            if (result.forwarded or seq) and not packets.add(record, result.forwarded, seq):
+                self.rt.metrics.duplicate(self.name)  # in a packet sent before a crash
+        sends += packets.sends()
         after = chain.stages[0].stats
         delta = {k: after[k] - before.get(k, 0) for k in after}
         self.rt.metrics.stage_counts("market", delta)
@@ -105,3 +100,66 @@ class MarketAgent(PartitionedAgent):
     def dump(self, state: Any, table: str, keys: set[str]) -> dict[str, Any]:
         chain: Chain = state
         return DUMPERS["market"](chain.stages[0])
+
+
+def _covered(seen: set[bytes], partition: int) -> list[tuple[int, int]]:
+    """The offset ranges of `risk.market` packets already sent, from their markers (`market|p|a-b|k`)."""
+    prefix = f"market|{partition}|".encode()
+    ranges: list[tuple[int, int]] = []
+    for marker in seen:
+        if marker.startswith(prefix):
+            span = marker[len(prefix) :].split(b"|", 1)[0]
+            first, _, last = span.partition(b"-")
+            if first.isdigit() and last.isdigit():
+                ranges.append((int(first), int(last)))
+    return ranges
+
+
+class _Packets:
+    """The market agent's packets of one batch: whole records, at most ~`PACKET_BYTES` each."""
+
+    def __init__(self, sink: faust.TopicT, partition: int, covered: list[tuple[int, int]]) -> None:
+        self.sink = sink
+        self.partition = partition
+        self.covered = covered
+        self.done: list[Send] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.first: int | None = None
+        self.last = 0
+        self.seqs: list[tuple[str, bytes]] = []
+        self.oldest: int | None = None
+
+    def add(self, record: Record, items: list[Item], seq: tuple[tuple[str, bytes], ...]) -> bool:
+        """Add a record's items and sequence numbers; False when a packet already sent covers the record."""
+        if any(first <= record.offset <= last for first, last in self.covered):
+            return False
+        parts = [encode_item(item) for item in items]
+        size = sum(len(part) + 1 for part in parts)
+        if self.first is not None and self.size + size > PACKET_BYTES:
+            self._close()
+        if self.first is None:
+            self.first = record.offset
+        self.parts += parts
+        self.size += size
+        self.last = record.offset
+        self.seqs += seq
+        self.oldest = record.timestamp_ms if self.oldest is None else min(self.oldest, record.timestamp_ms)
+        return True
+
+    def _close(self) -> None:
+        if self.first is None:
+            return
+        (packet,) = pack(self.parts, limit=max(self.size, PACKET_BYTES)) or [b'{"items":[]}']
+        marker = f"market|{self.partition}|{self.first}-{self.last}|p".encode()
+        headers = (*self.seqs, (T0_HEADER, str(self.oldest).encode()))
+        self.done.append(Send(self.sink, None, packet, 0, marker, headers))
+        self._reset()
+
+    def sends(self) -> list[Send]:
+        """The packets, the last one closed."""
+        self._close()
+        return self.done

@@ -235,12 +235,17 @@ class PartitionedAgent:
         for partition, *_ in writes:
             await self._settle(partition)
         for partition, anchor, state, touched, last in writes:
+            if self.states.get(partition) is not state:
+                continue  # revoked while this batch waited (the watchdog's reads are not waited for): not ours
             set_current_event(anchor)
             self._store(partition, state, touched, last)
         for table in self.tables.values():
             unacked += table.take_unacked()
         await asyncio.gather(*unacked)  # every send and changelog record of the batch is in Kafka
+        state_of = {partition: state for partition, _, state, _, _ in writes}
         for partition, anchor, last, at in done:
+            if self.states.get(partition) is not state_of[partition]:
+                continue  # revoked meanwhile: the next owner redoes this batch from the last marker
             set_current_event(anchor)
             self.marker_table[f"{partition}/{APPLIED}"] = applied_value(last)
             (marker,) = self.marker_table.take_unacked()
@@ -288,7 +293,9 @@ class PartitionedAgent:
                 previous = values.get(key)
                 if unchanged(previous, cur, done):
                     continue  # the committed value already says this: no write, no changelog record
-                values[key] = table[prefix + key] = stored(offset, cur, previous, done)
+                framed = stored(offset, cur, previous, done)
+                table[prefix + key] = framed
+                values[key] = framed
 
     async def run(self, stream: Any) -> None:
         """The agent: batches of the stream, every partition's part applied and made durable as one unit."""

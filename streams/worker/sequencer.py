@@ -119,7 +119,7 @@ class Sequencer:
             seq = [h for h in record.headers if h[0] == SEQ_HEADER]
             if not parts and not (seq and logical == "market"):
                 continue
-            self.stats[f"{'bars' if logical == 'market' else logical}_in"] += 1
+            self.stats[f"{'market_packets' if logical == 'market' else logical}_in"] += 1
             stamp = oldest_t0(record.headers, None) or record.timestamp_ms
             for partition in every if target is None else (target,):
                 packets.setdefault(partition, []).extend(parts)
@@ -127,10 +127,11 @@ class Sequencer:
                 oldest[partition] = min(oldest.get(partition, stamp), stamp)
         for partition in sorted(packets):
             encoded = pack(packets[partition]) or [b'{"items":[]}']
+            t0 = (T0_HEADER, str(oldest[partition]).encode())
             for k, packet in enumerate(encoded):
-                t0 = (T0_HEADER, str(oldest[partition]).encode())
-                first = (*headers[partition], t0) if k == 0 else (t0,)  # sequence numbers travel once
-                sends.append(Send(self.sequenced, None, packet, partition, b"", first))
+                # sequence numbers travel once, on the last packet: seen there, every item of the batch is in
+                last = (*headers[partition], t0) if k == len(encoded) - 1 else (t0,)
+                sends.append(Send(self.sequenced, None, packet, partition, b"", last))
         return sends
 
     async def sequence_in_order(self, events: list[Any], upto: dict[Any, int] | None = None) -> None:

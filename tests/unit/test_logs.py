@@ -247,3 +247,18 @@ def test_decision_when_a_field_holds_a_secret_then_the_line_is_masked_as_on_the_
     assert SASL not in out.getvalue()
     (line,) = [line for line in lines(out) if line["event"] == "policy_decision"]
     assert line["account"] == MASK and line["symbol"] == "AAPL"
+
+
+def test_decision_when_another_handler_listens_then_it_gets_the_line_too(out: io.StringIO, seed001_path: Path) -> None:
+    other = io.StringIO()
+    extra = logging.StreamHandler(other)
+    logging.getLogger().addHandler(extra)
+    try:
+        log = structlog.get_logger("riskguard.decisions")
+        for output in _allow_decision_outputs(seed001_path):
+            log_output(log, output)
+    finally:
+        logging.getLogger().removeHandler(extra)
+
+    assert [line["event"] for line in lines(out)].count("policy_decision") == 1
+    assert "policy_decision" in other.getvalue()  # the direct path stood aside for the bridge

@@ -418,3 +418,19 @@ def test_faust_sensor_when_hooks_called_then_same_samples_as_faust_stock_prometh
     assert lean_samples == samples(stock_registry)
     assert lean_samples[("faust_messages_received_per_topic_total", frozenset({("topic", "risk.sequenced")}))] == 2.0
     assert lean.messages_received_total == stock.messages_received_total == 3
+
+
+def test_faust_sensor_when_a_rebalance_cleared_the_partition_series_then_they_come_back() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    app = faust.App("metrics-test-rebalance", broker="kafka://127.0.0.1:1", store="memory://")
+    monitor = install_faust_sensor(app, registry)
+    tp = TP("risk.sequenced", 1)
+
+    monitor.on_message_in(tp, 5, Message("risk.sequenced", 1, 5, 0.0, 0, {}, b"k", b"v", None))
+    state = monitor.on_rebalance_start(app)  # Faust drops the per-topic and per-partition series here
+    monitor.on_rebalance_end(app, state)
+    monitor.on_message_in(tp, 6, Message("risk.sequenced", 1, 6, 0.0, 0, {}, b"k", b"v", None))
+
+    assert value(metrics, "faust_messages_received_per_topic_total", topic="risk.sequenced") == 1.0
+    assert value(metrics, "faust_messages_received_per_topics_partition", topic="risk.sequenced", partition="1") == 6.0

@@ -54,3 +54,14 @@ def test_pack_when_over_the_limit_then_split_between_items_never_inside_one() ->
 
     assert len(packets) > 1
     assert [item for packet in packets for item in read_packet(packet)] == items
+
+
+def test_item_when_written_by_an_earlier_version_with_iso_times_then_read_validated() -> None:
+    item = _items()[2]  # the signal
+    assert item.event is not None
+    old = {"kind": item.kind, "account": item.account, "event": item.event.model_dump(mode="json"), "notes": {}}
+    assert isinstance(old["event"]["ts"], str)
+
+    (read,) = read_packet(orjson.dumps({"items": [old]}))
+
+    assert read == item and isinstance(read.event.ts if read.event else None, int)

@@ -25,7 +25,8 @@ def dump_portfolio(stage: PortfolioStage, keys: Any = None) -> dict[str, Snapsho
             "last_run": book.last_run,
         }
     m = stage.market
-    out[PARTITION_KEY] = {"closes": m.closes, "atr": m.atr, "clusters": m.clusters}
+    if keys is None or PARTITION_KEY in keys:  # else marks and clusters did not change (`PortfolioStage.touched`)
+        out[PARTITION_KEY] = {"closes": m.closes, "atr": m.atr, "clusters": m.clusters}
     return out
 
 

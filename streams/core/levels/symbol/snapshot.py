@@ -35,6 +35,8 @@ def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
             "drift_alarm": book.drift_alarm,
             "recommendations": book.recommendations,
         }
+    if keys is not None and PARTITION_KEY not in keys:
+        return out  # the watch list, marks and closes did not change (`SymbolStage.touched`)
     out[PARTITION_KEY] = {
         "watchers": {s: sorted(a) for s, a in sorted(stage.watchers.items())},
         "closes": dict(sorted(stage.closes.items())),
