@@ -47,6 +47,7 @@ class MarketAgent(PartitionedAgent):
         self.config = config
         self.sink = sink
         self.outputs = outputs
+        self._ranges: dict[int, tuple[set[bytes], list[tuple[int, int]]]] = {}
 
     def restore(self, partition: int, values: dict[str, dict[str, Any]]) -> Chain:
         stage = MarketStage(self.config)
@@ -72,7 +73,7 @@ class MarketAgent(PartitionedAgent):
         """
         chain: Chain = state
         sends: list[Send] = []
-        packets = _Packets(self.sink, partition, _covered(self.sent.get(partition, set()), partition))
+        packets = _Packets(self.sink, partition, self._covered_for(partition))
         before = dict(chain.stages[0].stats)
         for record in records:
             source = DeadLetterSource(topic=self.topic_name, partition=partition, offset=record.offset)
@@ -96,6 +97,16 @@ class MarketAgent(PartitionedAgent):
         delta = {k: after[k] - before.get(k, 0) for k in after}
         self.rt.metrics.stage_counts("market", delta)
         return Applied(sends, {"market": set()})
+
+    def _covered_for(self, partition: int) -> list[tuple[int, int]]:
+        """The offset ranges sent packets cover above the partition's last marker (the batches a takeover
+        may redo), parsed once per takeover: the markers read back can number tens of thousands."""
+        seen = self.sent.get(partition, set())
+        cached = self._ranges.get(partition)
+        if cached is None or cached[0] is not seen:
+            floor = self.durable.get(partition, -1)
+            cached = self._ranges[partition] = (seen, sorted(r for r in _covered(seen, partition) if r[1] > floor))
+        return cached[1]
 
     def dump(self, state: Any, table: str, keys: set[str]) -> dict[str, Any]:
         chain: Chain = state
