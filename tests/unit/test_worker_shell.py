@@ -79,3 +79,28 @@ def test_settings_when_instance_id_set_then_static_member_id_names_app_and_insta
     settings = WorkerSettings.from_config(load_config(None))
     assert settings.group_instance_id == "desk-w2-6066"  # the web port too: Faust checks a member's URL
     assert (settings.session_timeout_s, settings.standby_replicas) == (10.0, 0)
+
+
+def test_watchdog_when_a_read_fails_with_the_broker_away_then_the_others_run_and_nothing_escapes() -> None:
+    import asyncio
+
+    from aiokafka.errors import KafkaConnectionError
+
+    from streams.worker.app import watch_all
+
+    ran: list[str] = []
+
+    async def broker_away() -> None:
+        ran.append("market")
+        raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 34801)]")
+
+    async def fine() -> None:
+        ran.append("chain")
+
+    async def cancelled() -> None:
+        raise asyncio.CancelledError
+
+    asyncio.run(watch_all((broker_away, fine)))  # before the fix this raised, and Faust's timer crashed the app
+    assert ran == ["market", "chain"]
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(watch_all((cancelled, fine)))
