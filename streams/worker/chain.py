@@ -20,7 +20,7 @@ import faust
 from schemas.config import Config
 from schemas.outputs import DeadLetterSource
 from streams.core.engine import Chain
-from streams.core.items import Stage
+from streams.core.items import Item, Stage
 from streams.core.levels.account.stage import AccountStage
 from streams.core.levels.portfolio.stage import PortfolioStage
 from streams.core.levels.symbol.stage import SymbolStage
@@ -36,6 +36,14 @@ _STAGES: dict[str, Callable[[Config], Stage]] = {
     "symbol": SymbolStage,
     "portfolio": PortfolioStage,
 }
+
+
+def packet_items(raw: bytes) -> tuple[list[Item], str | None]:
+    """The items of a `risk.sequenced` packet, or none and why it cannot be read (never raised: SPEC §8)."""
+    try:
+        return read_packet(raw), None
+    except Exception as exc:
+        return [], f"sequenced: {type(exc).__name__}: {exc}"[:2000]
 
 
 class LevelChain(PartitionedAgent):
@@ -75,7 +83,12 @@ class LevelChain(PartitionedAgent):
         for record in records:
             offset = record.offset
             oldest = oldest_t0(record.headers, oldest)
-            for index, item in enumerate(read_packet(record.value)):
+            items, error = packet_items(record.value)
+            if error is not None:  # not as our sequencer writes it: dead-lettered, the partition goes on
+                source = DeadLetterSource(topic=self.topic_name, partition=partition, offset=offset)
+                sends.append(self.outputs.rejected("sequenced", source, record.key, record.value, error, ()))
+                continue
+            for index, item in enumerate(items):
                 result = chain.run([item], 0, touched)
                 tag = f"chain|{partition}|{offset}.{index}"
                 for j, output in enumerate(result.outputs):

@@ -65,3 +65,15 @@ def test_item_when_written_by_an_earlier_version_with_iso_times_then_read_valida
     (read,) = read_packet(orjson.dumps({"items": [old]}))
 
     assert read == item and isinstance(read.event.ts if read.event else None, int)
+
+
+def test_sequenced_record_when_not_a_packet_our_sequencer_wrote_then_an_error_to_dead_letter_not_raised() -> None:
+    from streams.worker.chain import packet_items
+
+    good = encode_packets(_items())[0]
+    bad_enum = good.replace(b'"side":"BUY"', b'"side":"SIDEWAYS"')
+
+    assert packet_items(good) == (_items(), None)
+    for raw in (b"not json", b'{"items":[{"kind":"bar"}]}', bad_enum):
+        items, error = packet_items(raw)
+        assert items == [] and error is not None and error.startswith("sequenced: "), raw
