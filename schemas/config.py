@@ -95,8 +95,32 @@ class TrailingDrawdown(Frozen):
     lock_at_initial: bool = True
 
 
+class EntryQuota(Frozen):
+    """SPEC §6.1 entry quota: the risk-increasing part of the day's trades, by notional, VaR or margin."""
+
+    measure: Literal["notional", "var", "margin"] = "notional"
+    pct: Fraction
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.99
+
+
+class MarginRates(Frozen):
+    """Initial margin rate per symbol (`measure: margin`), `default` for the others."""
+
+    default: Annotated[float, Field(ge=0, le=1)] = 0.25
+    overrides: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+
+    def rate_for(self, symbol: str) -> float:
+        return self.overrides.get(symbol, self.default)
+
+
+class BuyingPower(Frozen):
+    """Seed 003's "verify buying power": a buy's opening part fits in cash × multiplier less pending buys."""
+
+    multiplier: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 1.0
+
+
 class AccountRules(Frozen):
-    """Level 1: trading day, loss limits, drawdowns, entry quota."""
+    """Level 1: trading day, loss limits, drawdowns, entry quota, buying power."""
 
     timezone: str = "UTC"
     reset_time: str = "00:00"
@@ -106,15 +130,31 @@ class AccountRules(Frozen):
     intraday_drawdown: IntradayDrawdown | None = IntradayDrawdown()
     trailing_drawdown: TrailingDrawdown | None = None
     daily_entry_quota_pct: Fraction | None = None
+    daily_entry_quota: EntryQuota | None = None
+    margin_rates: MarginRates = MarginRates()
+    buying_power: BuyingPower | None = None
     on_warning: Literal["warn", "reduce"] = "warn"
 
     _zone = field_validator("timezone")(classmethod(lambda cls, value: _known_zone(value)))
     _reset_time = field_validator("reset_time")(classmethod(lambda cls, value: _hh_mm("reset_time", value)))
 
+    @model_validator(mode="after")
+    def _one_quota(self) -> AccountRules:
+        if self.daily_entry_quota_pct is not None and self.daily_entry_quota is not None:
+            raise ValueError("daily_entry_quota_pct is the shorthand of daily_entry_quota: set one of them")
+        return self
+
     @property
     def reset_minutes(self) -> int:
         hours, minutes = self.reset_time.split(":")
         return int(hours) * 60 + int(minutes)
+
+    @property
+    def entry_quota(self) -> EntryQuota | None:
+        """The day's entry quota; `daily_entry_quota_pct` is `{measure: notional, pct: ...}`."""
+        if self.daily_entry_quota_pct is not None:
+            return EntryQuota(measure="notional", pct=self.daily_entry_quota_pct)
+        return self.daily_entry_quota
 
 
 class ClusterRules(Frozen):
@@ -132,6 +172,21 @@ class ClusterRules(Frozen):
     def _periods_fit_window(self) -> ClusterRules:
         if self.min_periods > self.window:
             raise ValueError("min_periods must not exceed window")
+        return self
+
+
+class FactorRules(Frozen):
+    """Level 2 beta to a benchmark (seed 000 "Factor Neutrality"); the cap is per account."""
+
+    benchmark: str | None = None
+    beta_window: int = Field(60, ge=2)
+    min_periods: int = Field(20, ge=2)
+    max_abs_beta_pct: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _periods_fit_window(self) -> FactorRules:
+        if self.min_periods > self.beta_window:
+            raise ValueError("min_periods must not exceed beta_window")
         return self
 
 
@@ -227,6 +282,7 @@ class RiskConfig(Frozen):
 
     account: AccountRules = AccountRules()
     clusters: ClusterRules = ClusterRules()
+    factor: FactorRules = FactorRules()
     stops: StopRules = StopRules()
     sizing: SizingRules = SizingRules()
     concentration: Concentration = Concentration()
@@ -252,6 +308,20 @@ _WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "satur
 _TRADING_DAY_RULES = ("first_trading_day", "last_trading_day")
 
 
+class TodayBias(Frozen):
+    """Seed 004 §5.3: the share of holdings up today tilts sells (high) or buys (low)."""
+
+    high_pct: Annotated[float, Field(ge=0, le=1)] = 0.7
+    low_pct: Annotated[float, Field(ge=0, le=1)] = 0.3
+    boost_pct: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 0.1
+
+    @model_validator(mode="after")
+    def _low_below_high(self) -> TodayBias:
+        if self.low_pct >= self.high_pct:
+            raise ValueError("low_pct must be below high_pct")
+        return self
+
+
 class RebalancePolicy(Frozen):
     """Seed 004 §12 defaults and §8 schedule (see docs/rebalance.md)."""
 
@@ -271,6 +341,12 @@ class RebalancePolicy(Frozen):
     min_trade_value: Money = 2000
     max_position_weight: Fraction = 0.15
     tilt_mode: Literal["neutral", "mean_reversion", "momentum"] = "neutral"
+    tilt_strength: Annotated[float, Field(ge=0, le=1)] = 0.5
+    profit_take_threshold_pct: Annotated[float, Field(ge=-1, le=100, allow_inf_nan=False)] | None = None
+    profit_take_boost_pct: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 0.20
+    today_bias: TodayBias | None = None
+    no_buy: list[str] = Field(default_factory=list)
+    no_sell: list[str] = Field(default_factory=list)
     targets: dict[str, float] = Field(default_factory=dict)
 
     _zone = field_validator("timezone")(classmethod(lambda cls, value: _known_zone(value)))
@@ -318,6 +394,8 @@ class Regime(Frozen):
     equity_allocation: Fraction
     leverage_limit: Annotated[float, Field(ge=0)]
     vol_target: Annotated[float, Field(gt=0)]
+    # The regime's own cap on |beta exposure| / equity (SPEC §6.2); None keeps the account's.
+    max_abs_beta_pct: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None = None
 
 
 def _default_regimes() -> dict[str, Regime]:
@@ -398,6 +476,24 @@ class AccountOverride(Frozen):
     profile: str | None = None
     initial_balance: Money | None = None
     risk: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("risk")
+    @classmethod
+    def _market_wide_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Level 2 runs once for the whole market from the file's keys: an account may only set its caps.
+        for block, allowed in _PER_ACCOUNT_MARKET_KEYS.items():
+            keys = value.get(block)
+            if isinstance(keys, Mapping):
+                refused = sorted(set(keys) - allowed)
+                if refused:
+                    raise ValueError(
+                        f"{block}.{refused[0]} is market-wide (set it in the file's risk.{block}); "
+                        f"per account only {', '.join(sorted(allowed))} may differ"
+                    )
+        return value
+
+
+_PER_ACCOUNT_MARKET_KEYS = {"clusters": {"cap_pct"}, "factor": {"max_abs_beta_pct"}}
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -523,6 +619,12 @@ class Config(Frozen):
         if profile is not None:
             merged = deep_merge(merged, PROFILES[profile])
         merged = deep_merge(merged, override.risk)
+        own = override.risk.get("account")
+        if isinstance(own, Mapping):  # the account's own quota replaces the file's, in either spelling
+            spellings = ("daily_entry_quota", "daily_entry_quota_pct")
+            for mine, other in (spellings, spellings[::-1]):
+                if mine in own and other not in own:
+                    merged = deep_merge(merged, {"account": {other: None}})
         if override.initial_balance is not None:
             merged = deep_merge(merged, {"account": {"initial_balance": override.initial_balance}})
         return RiskConfig.model_validate(merged)

@@ -23,6 +23,7 @@ class Layer(StrEnum):
     CLUSTER = "cluster"
     PER_SYMBOL = "per_symbol"
     PER_TRADE = "per_trade"
+    FACTOR = "factor"
     GROUP = "group"
     PORTFOLIO = "portfolio"
 

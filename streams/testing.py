@@ -37,10 +37,14 @@ class TapeBuilder:
     def flat_bar(self, symbol: str, ts: str | int, price: float) -> TapeBuilder:
         return self.bar(symbol, ts, price, price, price, price)
 
-    def equity(self, account: str, ts: str | int, equity: float, balance: float | None = None) -> TapeBuilder:
+    def equity(
+        self, account: str, ts: str | int, equity: float, balance: float | None = None, cash: float | None = None
+    ) -> TapeBuilder:
         value: dict[str, Any] = {"account": account, "ts": ts, "equity": equity}
         if balance is not None:
             value["balance"] = balance
+        if cash is not None:
+            value["cash"] = cash
         return self.add("equity", account, value)
 
     def fill(

@@ -84,6 +84,15 @@ def budget_cap(config: Budget, regime: str | None, equity: float | None) -> floa
     return gross_budget(equity, allocation) if allocation is not None else None
 
 
+def beta_pct(config: Budget, regime: str | None, account_pct: float | None) -> float | None:
+    """The cap on |beta exposure| / equity in force: the regime's own when it sets one, else the account's."""
+    if config.enabled and regime is not None:
+        allocation = config.regime_allocations.get(regime)
+        if allocation is not None and allocation.max_abs_beta_pct is not None:
+            return allocation.max_abs_beta_pct
+    return account_pct
+
+
 def vol_limit(config: Budget, regime: str) -> float:
     """Realized vol at or above this breaches the regime's vol target (vol_breach × vol_target)."""
     return config.rebalancing_triggers.vol_breach * config.regime_allocations[regime].vol_target

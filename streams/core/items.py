@@ -132,6 +132,7 @@ class AccountView:
     day_start_equity: float
     regime: str | None = None
     next_rebalance_at: int | None = None
+    cash: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -143,6 +144,7 @@ class AccountView:
             "day_start_equity": self.day_start_equity,
             "regime": self.regime,
             "next_rebalance_at": self.next_rebalance_at,
+            "cash": self.cash,
         }
 
     @classmethod

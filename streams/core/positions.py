@@ -7,6 +7,7 @@ decision in event time. Round trips (flat -> open -> flat) feed the Kelly ledger
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,8 @@ from typing import Any
 class Pending:
     qty: float
     expires_at: int
+    opening_buy: float = 0.0  # of a BUY: the quantity that opens risk (buying power), at `price`
+    price: float = 0.0
 
 
 @dataclass(slots=True)
@@ -40,6 +43,15 @@ class Position:
 
     def projected(self, ts: int) -> float:
         return self.qty + self.pending_qty(ts)
+
+    def pending_buys(self, ts: int) -> float:
+        """Notional of the risk-increasing part of unexpired pending BUY decisions (what buying power holds).
+
+        A partly filled decision holds what is left of its opening part: the fills of a covering buy close
+        the short first, so its remaining quantity is opening first.
+        """
+        self.pending_qty(ts)  # drops the expired ones
+        return math.fsum(min(p.opening_buy, p.qty) * p.price for p in self.pending.values() if p.opening_buy > 0)
 
 
 @dataclass(slots=True)
@@ -99,10 +111,20 @@ def apply_fill(
     position.qty = new_qty
 
 
-def add_pending(position: Position, decision_id: str, signed_qty: float, expires_at: int) -> None:
-    """Record an ALLOW/CLIP decision's quantity as pending until filled or expired."""
+def add_pending(
+    position: Position,
+    decision_id: str,
+    signed_qty: float,
+    expires_at: int,
+    opening_buy: float = 0.0,
+    price: float = 0.0,
+) -> None:
+    """Record an ALLOW/CLIP decision's quantity as pending until filled or expired.
+
+    `opening_buy` (a BUY's risk-increasing quantity) and its `price` are what buying power holds back.
+    """
     if signed_qty != 0:
-        position.pending[decision_id] = Pending(signed_qty, expires_at)
+        position.pending[decision_id] = Pending(signed_qty, expires_at, opening_buy, price)
 
 
 def dump_position(p: Position) -> dict[str, Any]:
@@ -114,12 +136,15 @@ def dump_position(p: Position) -> dict[str, Any]:
         "trough": p.trough,
         "trip_pnl": p.trip_pnl,
         "last_price": p.last_price,
-        "pending": {k: [v.qty, v.expires_at] for k, v in p.pending.items()},
+        "pending": {
+            k: [v.qty, v.expires_at, v.opening_buy, v.price] if v.opening_buy else [v.qty, v.expires_at]
+            for k, v in p.pending.items()
+        },
     }
 
 
 def load_position(data: dict[str, Any]) -> Position:
-    pending = {k: Pending(q, e) for k, (q, e) in data["pending"].items()}
+    pending = {k: Pending(*v) for k, v in data["pending"].items()}
     return Position(
         data["qty"], data["avg_entry"], data["peak"], data["trough"], data["trip_pnl"], data["last_price"], pending
     )

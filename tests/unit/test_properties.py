@@ -90,8 +90,14 @@ def _cap_violations(ctx: TradeContext, out: Outcome) -> list[str]:
             broken.append("net_cap")
     if ctx.position_critical is not None and not _le(abs(value_after), ctx.position_critical):
         broken.append("position_critical")
-    if ctx.quota_headroom is not None and not _le(opening * price, ctx.quota_headroom):
+    if ctx.quota_headroom is not None and not _le(opening * price * ctx.quota_rate, ctx.quota_headroom):
         broken.append("quota_headroom")
+    if ctx.buying_power is not None and out.side == "BUY" and not _le(opening * price, ctx.buying_power):
+        broken.append("buying_power")
+    if ctx.beta_cap is not None and ctx.beta:
+        b0, b_after = _beta_exposures(ctx, out.signed_qty)
+        if not (_le(abs(b_after), ctx.beta_cap) or _le(abs(b_after), abs(b0))):
+            broken.append("beta_cap")
     if ctx.max_notional is not None and not _le(opening * price, ctx.max_notional - closing * price):
         broken.append("max_notional")
     if out.commit_target is not None:
@@ -101,6 +107,16 @@ def _cap_violations(ctx: TradeContext, out: Outcome) -> list[str]:
         if not _le(abs(value_after), abs(out.commit_target) + slack):
             broken.append("past_target")
     return broken
+
+
+def _beta_exposures(ctx: TradeContext, signed: float) -> tuple[float, float]:
+    """Beta exposure once the closing part of `signed` is done, and after the whole trade."""
+    pos, price, beta = ctx.projected_qty, ctx.price, ctx.beta or 0.0
+    closing, _ = _split(pos, signed)
+    after_close = pos - math.copysign(closing, pos) if closing else pos
+    exposure = ctx.beta_exposure or 0.0
+    b0 = exposure + (after_close - pos) * price * beta
+    return b0, exposure + signed * price * beta
 
 
 # ----------------------------------------------------------------- kernel strategies
@@ -119,6 +135,8 @@ CAP_NAMES = (
     "budget_cap",
     "net_cap",
     "position_critical",
+    "buying_power",
+    "beta_cap",
 )
 SIGN = st.sampled_from([1.0, -1.0])
 POSITION_NOTIONAL = st.floats(100, 100_000)
@@ -157,6 +175,8 @@ def contexts(draw: st.DrawFn, states: tuple[str, ...] = MOSTLY_OPEN, reducing: b
     other_net = draw(st.floats(-1, 1)) * other_gross
     trade = abs(target - value)
     enabled = draw(st.sets(st.sampled_from(CAP_NAMES), max_size=3))
+    beta = draw(st.sampled_from([1.0, 0.5, 1.7, -0.8, 0.0])) if "beta_cap" in enabled else None
+    other_beta = draw(st.floats(-200_000, 200_000))
 
     def cap(name: str, around: float) -> float | None:
         """Off unless enabled; then random, or within 20 % of where the trade would take the exposure."""
@@ -196,6 +216,11 @@ def contexts(draw: st.DrawFn, states: tuple[str, ...] = MOSTLY_OPEN, reducing: b
         net=other_net + value,
         net_cap=cap("net_cap", abs(other_net + target)),
         position_critical=cap("position_critical", abs(target)),
+        quota_rate=draw(st.sampled_from([1.0, 0.25, 0.05, 0.0])) if "quota_headroom" in enabled else 1.0,
+        buying_power=(draw(MONEY) - draw(st.floats(0, 50_000))) if "buying_power" in enabled else None,
+        beta=beta,
+        beta_exposure=other_beta + value * beta if beta is not None else None,
+        beta_cap=cap("beta_cap", abs(other_beta + target * beta)) if beta is not None else None,
     )
 
 
@@ -548,3 +573,21 @@ def test_replay_when_same_tape_twice_then_byte_identical_output(lines: list[byte
 
     assert first.getvalue() == second.getvalue()
     assert first.getvalue().count(b"\n") >= sum(1 for line in lines if not line.startswith(b'{"topic"'))
+
+
+@FAST
+@given(contexts())
+def test_factor_clip_when_any_trade_then_only_a_trade_raising_beta_exposure_over_its_cap(ctx: TradeContext) -> None:
+    # SPEC §6.2: a trade that moves beta exposure toward zero always passes the factor check; the layer
+    # cuts only what would leave |B| above max(cap, |B| before).
+    out = evaluate(ctx)
+
+    for clip in (c for c in out.clips if c.layer == "factor"):
+        assert ctx.beta and ctx.beta_cap is not None
+        side = 1.0 if out.side == "BUY" else -1.0
+        closing, _ = _split(ctx.projected_qty, side * out.qty)
+        b0, _ = _beta_exposures(ctx, side * closing)
+        requested = b0 + side * clip.before * ctx.beta
+        assert abs(requested) > max(ctx.beta_cap, abs(b0)), (out, ctx)
+        landed = b0 + side * clip.after * ctx.beta
+        assert _le(abs(landed), max(ctx.beta_cap, abs(b0))), (out, ctx)

@@ -63,7 +63,8 @@ def test_budget_view_when_bear_pinned_then_allocation_cap_and_source(bear: TapeR
 
     assert view is not None
     assert (view["regime"], view["source"], view["pinned"]) == ("bear", "control", "bear")
-    assert view["allocation"] == {"equity_allocation": 0.4, "leverage_limit": 0.5, "vol_target": 0.08}
+    allocation = {"equity_allocation": 0.4, "leverage_limit": 0.5, "vol_target": 0.08, "max_abs_beta_pct": None}
+    assert view["allocation"] == allocation
     assert (view["allocated_capital"], view["budget_gross_cap"]) == (40_000.0, 20_000.0)
     assert (view["static_gross_cap"], view["gross_cap_in_force"]) == (50_000.0, 20_000.0)
 

@@ -6,9 +6,9 @@ every verdict from the facts alone (`riskguard verify`).
 
 Order (SPEC §6.3): target caps (per_symbol) -> signal change -> band -> split into the closing
 (risk-reducing) part and the opening (risk-increasing) part -> on the opening part only: account
-gate, re-entry veto, per-trade clip, lot rounding, dust, entry quota (account), cluster, group,
-portfolio (gross, the risk budget's gross cap, net, concentration). Exits and closing parts are never
-clipped or denied.
+gate, re-entry veto, per-trade clip, lot rounding, dust, entry quota and buying power (account),
+cluster, factor (beta), group, portfolio (gross, the risk budget's gross cap, net, concentration).
+Exits and closing parts are never clipped or denied.
 """
 
 from __future__ import annotations
@@ -70,6 +70,14 @@ class TradeContext:
     net_cap: float | None = None
     position_critical: float | None = None
     vol_scale: float = 1.0
+    quota_measure: str | None = None  # notional | var | margin; None: no entry quota
+    quota_used: float | None = None  # the day's quota used so far, in the measure's currency
+    quota_rate: float = 1.0  # quota used per unit of opening notional (1, the margin rate, or z × σ)
+    cash: float | None = None  # the account's latest cash (None until an equity event carried one)
+    buying_power: float | None = None  # cash × multiplier − pending buys; None: no check (off, or no cash yet)
+    beta: float | None = None  # the symbol's beta to the factor benchmark; None: no factor benchmark
+    beta_exposure: float | None = None  # B = Σ signed value × beta before the trade
+    beta_cap: float | None = None  # max_abs_beta_pct × equity; None: no factor cap
 
     @property
     def projected_qty(self) -> float:
@@ -176,15 +184,37 @@ def _exit(ctx: TradeContext) -> Outcome:
     return Outcome("ALLOW", side, abs(pos), abs(pos), ctx.exit_layer, ctx.exit_reason)
 
 
+def _beta_room(ctx: TradeContext, side_sign: int, value: float, value_after_close: float) -> float:
+    """Opening notional the factor cap leaves (SPEC §6.2): |B| may grow up to the cap, never beyond.
+
+    B0 is the beta exposure once the closing part is done. A trade that moves B toward zero always
+    passes: it may go on through zero until |B| is back at max(|B0|, cap), as the net cap does.
+    """
+    beta = ctx.beta or 0.0
+    exposure = ctx.beta_exposure or 0.0
+    cap = ctx.beta_cap or 0.0
+    b0 = exposure + (value_after_close - value) * beta
+    if side_sign * _sign(beta) * b0 >= 0:
+        room = cap - abs(b0)
+    else:
+        room = max(2 * abs(b0), abs(b0) + cap)
+    return room / abs(beta)
+
+
 def _headrooms(ctx: TradeContext, side_sign: int, value_after_close: float) -> list[tuple[str, str, float]]:
     """(layer, reason, headroom in currency) for the opening part, in evaluation order."""
     value = ctx.projected_qty * ctx.price
     shift = abs(value_after_close) - abs(value)
     rooms: list[tuple[str, str, float]] = []
-    if ctx.quota_headroom is not None:
-        rooms.append(("account", "entry_quota", ctx.quota_headroom))
+    if ctx.quota_headroom is not None and ctx.quota_rate > 0:
+        # The headroom is in the measure's currency: each unit of notional uses `quota_rate` of it.
+        rooms.append(("account", "entry_quota", ctx.quota_headroom / ctx.quota_rate))
+    if ctx.buying_power is not None and side_sign > 0:
+        rooms.append(("account", "buying_power", ctx.buying_power))
     if ctx.cluster_cap is not None:
         rooms.append(("cluster", "cluster_cap", ctx.cluster_cap - (ctx.cluster_exposure + shift)))
+    if ctx.beta_cap is not None and ctx.beta_exposure is not None and ctx.beta:
+        rooms.append(("factor", "beta_cap", _beta_room(ctx, side_sign, value, value_after_close)))
     if ctx.group_cap is not None:
         rooms.append(("group", "group_cap", ctx.group_cap - (ctx.group_exposure + shift)))
     if ctx.gross_cap is not None:

@@ -46,6 +46,7 @@ class AccountState:
     last_equity_ts: int | None = None
     trailing_mark: float = 0.0
     day_closes: list[float] = field(default_factory=list)
+    cash: float | None = None  # the latest `cash` of an equity event (buying power)
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,8 @@ class AccountStage(Level):
             more, more_flatten = self._changes(
                 account, l1.apply_equity(state, ev.ts, ev.equity, ev.balance, rules.account), rules
             )
+            if ev.cash is not None:
+                state.cash = ev.cash
             outputs += more
             flatten += more_flatten
         self._plan(account, ts)
@@ -193,6 +195,7 @@ class AccountStage(Level):
             day_start_equity=state.day_start_equity,
             regime=budget.regime if budget is not None and self.config.budget.enabled else None,
             next_rebalance_at=self.rebalance_at.get(account),
+            cash=state.cash,
         )
 
     def _schedule(self, state: l1.AccountState) -> None:

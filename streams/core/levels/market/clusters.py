@@ -51,6 +51,12 @@ class ClusterParams:
     method: str = "components"
     demean_market: bool = False
     static: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    history: int = 0  # rows of returns kept beyond `window` (the factor's `beta_window`)
+
+    @property
+    def kept(self) -> int:
+        """Rows of returns the state keeps: the correlation window, or more for the betas."""
+        return max(self.window, self.history)
 
     def __post_init__(self) -> None:
         # Fail at configuration time rather than silently never linking anything.
@@ -173,6 +179,15 @@ class ClusterState:
         total = float(np.sum(magnitude, where=finite)) - float(np.count_nonzero(diagonal))
         return total / pairs
 
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The symbols in column order of `returns`."""
+        return tuple(self._symbols)
+
+    def returns(self, rows: int) -> FloatArray:
+        """The last `rows` rows of simple returns (timestamps x symbols, NaN where a symbol has none)."""
+        return self._returns[-rows:] if rows > 0 else self._returns[:0]
+
     # ------------------------------------------------------------ persistence
 
     @property
@@ -234,12 +249,12 @@ class ClusterState:
         state._index = {s: i for i, s in enumerate(symbols)}
         state._last_close = last_close
         returns = np.array(rows, dtype=np.float64).reshape(len(rows), n)
-        state._returns = returns[-params.window :]
+        state._returns = returns[-params.kept :]
         state.restore_pending(data)
         state._last_ts = _opt_int(data["last_ts"])
         version, ts = _int(data["version"]), _int(data["ts"])
         # The returns only change at a recompute, so recomputing now reproduces the published map.
-        state._rho = None if version == 0 else _correlation(state._returns, params)
+        state._rho = None if version == 0 else _correlation(state._returns[-params.window :], params)
         state._map = state._build_map(version, ts, state._rho)
         return state
 
@@ -264,9 +279,9 @@ class ClusterState:
         with np.errstate(invalid="ignore"):
             row = closes / self._last_close - 1.0  # NaN without a bar now or without a previous close
         self._last_close = np.where(np.isnan(closes), self._last_close, closes)
-        self._returns = np.vstack([self._returns, row[np.newaxis, :]])[-self.params.window :]
+        self._returns = np.vstack([self._returns, row[np.newaxis, :]])[-self.params.kept :]
         self._last_ts, self._pending_ts, self._pending = ts, None, {}
-        self._rho = _correlation(self._returns, self.params)
+        self._rho = _correlation(self._returns[-self.params.window :], self.params)
         self._map = self._build_map(self._map.version + 1, ts, self._rho)
         return self._map
 

@@ -4,7 +4,8 @@ Market-wide (on bars), its state is one partition-wide snapshot (`snapshot.py`).
 beside it: `atr.py` (Wilder ATR), `clusters.py` (correlation clusters), `regime.py` (the benchmark
 classifier). A bar goes on to Level 1 with this level's notes (`atr`, and with the budget on
 `market`: the regime reading and the correlation-spike edge); a changed cluster map goes on as a
-`cluster_map` item for Level 4.
+`cluster_map` item for Level 4, and, when a rule needs them, each completed timestamp's risk figures
+(`factor.py`: σ for the entry quota's VaR, betas to the factor benchmark) as a `market_figures` item.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from streams.core.ids import stable_id
 from streams.core.items import PARTITION_KEY, Item, Output, Result
 from streams.core.levels.market.atr import SymbolMarket, update_atr
 from streams.core.levels.market.clusters import ClusterMap, ClusterParams, ClusterState
+from streams.core.levels.market.factor import betas, sigmas
 from streams.core.levels.market.regime import ClassifierState, observe
 
 
 def cluster_params(config: Config) -> ClusterParams:
     """The market-wide cluster parameters of the file's `risk.clusters`."""
     c = config.risk.clusters
+    factor = config.risk.factor
     return ClusterParams(
         window=c.window,
         min_periods=c.min_periods,
@@ -33,7 +36,14 @@ def cluster_params(config: Config) -> ClusterParams:
         method=c.method,
         demean_market=c.demean_market,
         static=tuple((name, tuple(members)) for name, members in sorted(c.static.items())),
+        history=factor.beta_window if factor.benchmark is not None else 0,
     )
+
+
+def needs_sigma(config: Config) -> bool:
+    """Whether any account's entry quota is measured by VaR (Level 2 then sends σ per symbol)."""
+    rules = [config.risk_for(account) for account in sorted(config.accounts)] + [config.risk_for("")]
+    return any(r.account.entry_quota is not None and r.account.entry_quota.measure == "var" for r in rules)
 
 
 @dataclass(slots=True)
@@ -62,6 +72,8 @@ class MarketStage:
         self.state = MarketState(ClusterState(cluster_params(config)))
         self.stats: Counter[str] = Counter()
         self._atr_period = config.risk.sizing.atr_period
+        self._benchmark = config.risk.factor.benchmark
+        self._sigma = needs_sigma(config)
 
     def process(self, item: Item) -> Result:
         if item.kind == "bar":
@@ -74,7 +86,7 @@ class MarketStage:
 
     def finish(self) -> Result:
         cmap = self.state.clusters.flush()
-        return self._map(cmap) if cmap is not None else ([], [])
+        return self._completed(cmap) if cmap is not None else ([], [])
 
     def _bar(self, item: Item) -> Result:
         bar = item.bar
@@ -91,7 +103,7 @@ class MarketStage:
         items: list[Item] = []
         cmap = self.state.clusters.on_bar(bar.symbol, bar.ts, bar.close)
         if cmap is not None:
-            outputs, items = self._map(cmap)
+            outputs, items = self._completed(cmap)
         notes: dict[str, Any] = {"atr": m.atr}
         if self.config.budget.enabled:
             market, events = self._budget(bar, cmap)
@@ -132,6 +144,30 @@ class MarketStage:
             for kind, details in events
         ]
         return market, outputs
+
+    def _completed(self, cmap: ClusterMap) -> Result:
+        """A bar timestamp completed: the cluster map if it changed, and the risk figures if a rule needs them."""
+        outputs, items = self._map(cmap)
+        if self._sigma or self._benchmark is not None:
+            items.append(self._figures(cmap.ts))
+        return outputs, items
+
+    def _figures(self, ts: int) -> Item:
+        """σ per symbol (VaR quota) and beta per symbol (factor cap) of the window just completed."""
+        clusters = self.state.clusters
+        symbols = clusters.symbols
+        notes: dict[str, Any] = {"ts": ts}
+        if self._sigma:
+            params = clusters.params
+            values = sigmas(clusters.returns(params.window), params.min_periods).tolist()
+            notes["sigma"] = {s: v for s, v in zip(symbols, values, strict=True) if v == v}  # NaN: unknown
+        if self._benchmark is not None:
+            factor = self.config.risk.factor
+            bench = symbols.index(self._benchmark) if self._benchmark in symbols else None
+            values = betas(clusters.returns(factor.beta_window), bench, factor.min_periods).tolist()
+            notes["beta"] = dict(zip(symbols, values, strict=True))
+        self.stats["market_figures"] += 1
+        return Item("market_figures", None, None, notes)
 
     def _map(self, cmap: ClusterMap) -> Result:
         if cmap.assignment == self.state.published:

@@ -6,6 +6,9 @@ One pure pass, each stage recorded per symbol in `SymbolLine.status`:
    Σ members' qty × price + cash, live and target weights, drift, desired value and delta.
    §7 max position weight caps each target weight; the capped-off weight is left in cash.
 2. §4.2 drift band: trade when |drift| >= abs band OR |drift| >= rel band × target weight.
+   Then the §5 / §7 overlays on each drift trade (SPEC §6.6): no-buy / no-sell lists, the tilt
+   (`momentum`, `mean_reversion`), profit-take and today's-winners bias; they scale or drop a trade and
+   tag it, and every later stage (budget, max trades, min trade value) still binds.
 3. §7 min trade value on |delta| (a delta below it can never become an order, so it must not take
    a trade slot or dilute the scale), then §7 max trades keeping the largest |delta|.
 4. §4.3 budget = budget_pct × portfolio value; scale = min(1, budget / max(total_buy, total_sell))
@@ -27,7 +30,7 @@ from enum import StrEnum
 from typing import Literal, TypedDict
 
 from schemas.config import RebalancePolicy
-from streams.core.decimals import at_least, over, under
+from streams.core.decimals import at_least, at_most, over, under
 
 Side = Literal["BUY", "SELL"]
 
@@ -38,6 +41,9 @@ class LineStatus(StrEnum):
     NO_PORTFOLIO_VALUE = "no_portfolio_value"
     NO_PRICE = "no_price"
     WITHIN_BAND = "within_band"
+    NO_BUY = "no_buy"
+    NO_SELL = "no_sell"
+    DROPPED_BY_TILT = "dropped_by_tilt"
     BELOW_MIN_TRADE_VALUE = "below_min_trade_value"
     MAX_TRADES = "max_trades"
     ZERO_QTY = "zero_qty"
@@ -47,10 +53,23 @@ class LineStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Holding:
-    """A held quantity and the price (LTP) it is valued and traded at."""
+    """A held quantity, the price (LTP) it is valued and traded at, and what the overlays read.
+
+    `avg_entry` is the average entry price from fills (0: none); `prev_close` the symbol's last close
+    of the previous trading day (None: unknown), for today's winners.
+    """
 
     qty: float
     price: float
+    avg_entry: float = 0.0
+    prev_close: float | None = None
+
+    @property
+    def total_pnl_pct(self) -> float | None:
+        """price / average entry − 1 of a long holding (SPEC §6.6); None when there is no filled long."""
+        if self.qty <= 0 or self.avg_entry <= 0:
+            return None
+        return self.price / self.avg_entry - 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +100,7 @@ class SymbolLine:
     delta_value: float
     trade_value: float
     status: LineStatus
+    overlays: tuple[str, ...] = ()  # the overlays that scaled or dropped the drift trade
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +197,7 @@ class RebalancePlan:
                     "delta_value": line.delta_value,
                     "trade_value": line.trade_value,
                     "status": line.status.value,
+                    "overlays": list(line.overlays),
                 }
                 for line in self.lines
             ],
@@ -199,10 +220,15 @@ def plan_rebalance(
     excluded = tuple(sorted(set(holdings) - set(requested)))
     portfolio_value = math.fsum([*(holdings[s].qty * holdings[s].price for s in members if s in holdings), cash])
 
-    lines = {
-        symbol: _member_line(symbol, holdings.get(symbol), requested[symbol], portfolio_value, policy)
-        for symbol in members
-    }
+    winners = today_winners(holdings) if policy.today_bias is not None else None
+    lines: dict[str, SymbolLine] = {}
+    for symbol in members:
+        line = _member_line(symbol, holdings.get(symbol), requested[symbol], portfolio_value, policy)
+        if line.status == LineStatus.ORDERED:
+            line = apply_overlays(line, holdings[symbol], policy, winners)
+        if line.status == LineStatus.ORDERED:
+            line = _screen(line, policy)
+        lines[symbol] = line
 
     candidates = sorted((line for line in lines.values() if line.status == LineStatus.ORDERED), key=_largest_first)
     for line in candidates[policy.max_trades :]:
@@ -229,7 +255,7 @@ def plan_rebalance(
         lines[line.symbol] = replace(line, trade_value=trade_value, status=status)
         if status != LineStatus.ORDERED:
             continue
-        reasons = ["drift"]
+        reasons = ["drift", *line.overlays]
         if over(line.requested_weight, policy.max_position_weight):
             reasons.append("capped_max_weight")
         if scale < 1:
@@ -337,10 +363,6 @@ def _member_line(
     delta = desired - value
     if status == LineStatus.ORDERED and not _outside_band(drift, target, policy):
         status = LineStatus.WITHIN_BAND
-    elif status == LineStatus.ORDERED and under(abs(delta), policy.min_trade_value):
-        status = LineStatus.BELOW_MIN_TRADE_VALUE
-    elif status == LineStatus.ORDERED and delta == 0:
-        status = LineStatus.ZERO_QTY
     return SymbolLine(
         symbol=symbol,
         qty=held.qty if held is not None else 0.0,
@@ -355,6 +377,76 @@ def _member_line(
         trade_value=0.0,
         status=status,
     )
+
+
+def _screen(line: SymbolLine, policy: RebalancePolicy) -> SymbolLine:
+    """§7 min trade value on the (overlaid) drift trade; a zero trade is no trade."""
+    if under(abs(line.delta_value), policy.min_trade_value):
+        return replace(line, status=LineStatus.BELOW_MIN_TRADE_VALUE)
+    if line.delta_value == 0:
+        return replace(line, status=LineStatus.ZERO_QTY)
+    return line
+
+
+def today_winners(holdings: Mapping[str, Holding]) -> float | None:
+    """Share of long holdings whose last close is above the previous trading day's (None: none known)."""
+    known = [h for _, h in sorted(holdings.items()) if h.qty > 0 and h.prev_close is not None]
+    if not known:
+        return None
+    return sum(1 for h in known if h.prev_close is not None and h.price > h.prev_close) / len(known)
+
+
+def apply_overlays(line: SymbolLine, held: Holding, policy: RebalancePolicy, winners: float | None) -> SymbolLine:
+    """Seed 004 §5 and §7 overlays on one drift trade (SPEC §6.6): scaled, dropped, or left as it was.
+
+    A dropped trade gets its status (`no_buy`, `no_sell`, `dropped_by_tilt`); a scaled one keeps going
+    with its new `delta_value` and the names of the overlays that moved it. A sell never exceeds the
+    holding.
+    """
+    delta = line.delta_value
+    buy = delta > 0
+    if buy and line.symbol in policy.no_buy:
+        return replace(line, status=LineStatus.NO_BUY, overlays=("no_buy",))
+    if not buy and line.symbol in policy.no_sell:
+        return replace(line, status=LineStatus.NO_SELL, overlays=("no_sell",))
+    pnl = held.total_pnl_pct
+    loser, winner = pnl is not None and pnl < 0, pnl is not None and pnl > 0
+    factor = 1.0
+    tags: list[str] = []
+    strength = policy.tilt_strength
+    if policy.tilt_mode == "momentum":
+        if buy and loser:
+            return replace(line, status=LineStatus.DROPPED_BY_TILT, overlays=("tilt_momentum",))
+        if not buy and winner:
+            factor *= 1.0 - strength
+            tags.append("tilt_momentum")
+    elif policy.tilt_mode == "mean_reversion":
+        if not buy and loser:
+            return replace(line, status=LineStatus.DROPPED_BY_TILT, overlays=("tilt_mean_reversion",))
+        if buy and loser:
+            factor *= 1.0 + strength
+            tags.append("tilt_mean_reversion")
+    threshold = policy.profit_take_threshold_pct
+    if not buy and threshold is not None and pnl is not None and at_least(pnl, threshold):
+        factor *= 1.0 + policy.profit_take_boost_pct
+        tags.append("profit_take")
+    if _today_bias_applies(policy, winners, buy):
+        factor *= 1.0 + (policy.today_bias.boost_pct if policy.today_bias is not None else 0.0)
+        tags.append("today_bias")
+    if not tags:
+        return line
+    scaled = delta * factor
+    if not buy:
+        scaled = max(scaled, -max(held.qty, 0.0) * held.price)  # capped at the holding
+    return replace(line, delta_value=scaled, overlays=tuple(tags))
+
+
+def _today_bias_applies(policy: RebalancePolicy, winners: float | None, buy: bool) -> bool:
+    """Many winners today: sells go a little further; few: buys do (seed 004 §5.3)."""
+    bias = policy.today_bias
+    if bias is None or winners is None:
+        return False
+    return at_most(winners, bias.low_pct) if buy else at_least(winners, bias.high_pct)
 
 
 def _outside_band(drift: float, target: float, policy: RebalancePolicy) -> bool:

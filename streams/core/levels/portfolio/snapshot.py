@@ -27,6 +27,10 @@ def dump_portfolio(stage: PortfolioStage, keys: Any = None) -> dict[str, Snapsho
     m = stage.market
     if keys is None or PARTITION_KEY in keys:  # else marks and clusters did not change (`PortfolioStage.touched`)
         out[PARTITION_KEY] = {"closes": m.closes, "atr": m.atr, "clusters": m.clusters}
+        if m.sigma or m.beta:  # Level 2's figures, sent only when a rule needs them
+            out[PARTITION_KEY].update(sigma=m.sigma, beta=m.beta)
+        if m.day_closes:  # kept only with the rebalance's today_bias
+            out[PARTITION_KEY]["day_closes"] = m.day_closes
     return out
 
 
@@ -35,6 +39,9 @@ def load_portfolio(stage: PortfolioStage, key: str, data: Snapshot) -> None:
         stage.market.closes = dict(data["closes"])
         stage.market.atr = dict(data["atr"])
         stage.market.clusters = dict(data["clusters"])
+        stage.market.sigma = dict(data.get("sigma", {}))
+        stage.market.beta = dict(data.get("beta", {}))
+        stage.market.day_closes = {s: list(v) for s, v in data.get("day_closes", {}).items()}
         return
     stage.books[key] = PortfolioBook(
         positions={s: load_position(p) for s, p in data["positions"].items()},

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import lru_cache
+from statistics import NormalDist
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from schemas.config import Config, RiskConfig
 from schemas.inputs import Signal
@@ -46,6 +50,21 @@ class PortfolioMarket:
     closes: dict[str, float] = field(default_factory=dict)
     atr: dict[str, float] = field(default_factory=dict)
     clusters: dict[str, str] = field(default_factory=dict)
+    sigma: dict[str, float] = field(default_factory=dict)  # Level 2's σ per symbol (VaR entry quota)
+    beta: dict[str, float] = field(default_factory=dict)  # Level 2's beta per symbol (factor cap)
+    # With the rebalance's `today_bias`: symbol -> [local day, its last close, the previous day's last close].
+    day_closes: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def _local_day(ts: int, zone: str) -> int:
+    """The date (ordinal) of epoch-ms `ts` in the IANA `zone`."""
+    return datetime.fromtimestamp(ts / 1000, ZoneInfo(zone)).date().toordinal()
+
+
+@lru_cache(maxsize=64)
+def _z(confidence: float) -> float:
+    """The standard normal quantile of a one-sided confidence (0.99 -> 2.326...)."""
+    return NormalDist().inv_cdf(confidence)
 
 
 class PortfolioStage(Level):
@@ -82,6 +101,10 @@ class PortfolioStage(Level):
         if item.kind == "cluster_map":
             self.market.clusters = dict(item.notes["assignment"])
             return [], []
+        if item.kind == "market_figures":
+            self.market.sigma = dict(item.notes.get("sigma", {}))
+            self.market.beta = dict(item.notes.get("beta", {}))
+            return [], []
         if item.kind == "bar":
             return self._bar(item), []
         if item.account is None:
@@ -110,7 +133,7 @@ class PortfolioStage(Level):
 
     def touched(self, item: Item, forwarded: list[Item]) -> set[str]:
         """The keys `process(item)` may have changed: the account, or every account a bar works for."""
-        keys = account_keys(item, forwarded, partition=item.kind in ("bar", "cluster_map"))
+        keys = account_keys(item, forwarded, partition=item.kind in ("bar", "cluster_map", "market_figures"))
         if item.kind == "bar":
             keys.update(item.notes.get("accounts", {}))
         return keys
@@ -130,7 +153,7 @@ class PortfolioStage(Level):
             qty = position.projected(ts)
             mark = self._mark(sym, position)
             if qty != 0 and mark > 0:
-                holdings[sym] = Holding(qty, mark)
+                holdings[sym] = Holding(qty, mark, position.avg_entry, self._prev_close(sym))
             elif qty != 0:
                 unpriced.append(sym)  # pending only, no bar nor fill yet: no price to plan it with, left out
         raw_targets = run.get("targets")
@@ -224,9 +247,26 @@ class PortfolioStage(Level):
         close = self.market.closes.get(sym)
         return close if close is not None else position.last_price
 
+    def _prev_close(self, sym: str) -> float | None:
+        closes = self.market.day_closes.get(sym)
+        return closes[2] if closes is not None else None
+
+    def _day_close(self, sym: str, ts: int, close: float) -> None:
+        """Keep the last close of the symbol's latest and previous trading day (rebalance timezone)."""
+        day = _local_day(ts, self.config.rebalance.timezone)
+        closes = self.market.day_closes.get(sym)
+        if closes is None:
+            self.market.day_closes[sym] = [day, close, None]
+        elif day == closes[0]:
+            closes[1] = close
+        elif day > closes[0]:
+            self.market.day_closes[sym] = [day, close, closes[1]]
+
     def _bar(self, item: Item) -> list[Output]:
         bar = item.bar
         self.market.closes[bar.symbol] = bar.close
+        if self.config.rebalance.today_bias is not None:
+            self._day_close(bar.symbol, bar.ts, bar.close)
         if item.notes.get("atr") is not None:
             self.market.atr[bar.symbol] = item.notes["atr"]
         outputs: list[Output] = []
@@ -359,9 +399,13 @@ class PortfolioStage(Level):
         cluster = self.cluster_of(sym)
         exp = exposures(values, rules.groups.group_of, self.cluster_of, group, cluster)
         conc = rules.concentration
-        # The day's entry quota (`account.daily_entry_quota_pct`): kept here, where every opening is decided.
-        quota_pct = rules.account.daily_entry_quota_pct
-        quota = None if quota_pct is None else max(quota_pct * view.day_start_equity - book.quota_used, 0.0)
+        # The day's entry quota (`account.daily_entry_quota`): kept here, where every opening is decided.
+        entry_quota = rules.account.entry_quota
+        quota = None
+        if entry_quota is not None:
+            quota = max(entry_quota.pct * view.day_start_equity - book.quota_used, 0.0)
+        beta_cap = bm.beta_pct(self.config.budget, view.regime, rules.factor.max_abs_beta_pct)
+        beta = self.market.beta.get(sym, 1.0) if self.config.risk.factor.benchmark is not None else None
         triggers = self.config.policy.rebalance_triggers
         state = view.trading_state if (view.initialized or equity > 0) else "UNKNOWN"
         weight_limit = weight_cap(rules, equity)
@@ -402,7 +446,39 @@ class PortfolioStage(Level):
             net_cap=rules.portfolio.net_cap,
             position_critical=conc.position[1] * equity,
             vol_scale=view.vol_scale,
+            quota_measure=entry_quota.measure if entry_quota is not None else None,
+            quota_used=book.quota_used if entry_quota is not None else None,
+            quota_rate=self._quota_rate(rules, sym),
+            cash=view.cash,
+            buying_power=self._buying_power(rules, book, view.cash, ts),
+            beta=beta,
+            beta_exposure=self._beta_exposure(values) if beta is not None else None,
+            beta_cap=beta_cap * equity if beta_cap is not None and beta is not None else None,
         )
+
+    def _quota_rate(self, rules: RiskConfig, sym: str) -> float:
+        """Quota used per unit of opening notional: 1, the margin rate, or z × σ (SPEC §6.1)."""
+        quota = rules.account.entry_quota
+        if quota is None or quota.measure == "notional":
+            return 1.0
+        if quota.measure == "margin":
+            return rules.account.margin_rates.rate_for(sym)
+        sigma = self.market.sigma.get(sym)
+        # σ unknown (fewer than min_periods returns): the part counts at its full notional.
+        return _z(quota.confidence) * sigma if sigma is not None else 1.0
+
+    def _buying_power(self, rules: RiskConfig, book: PortfolioBook, cash: float | None, ts: int) -> float | None:
+        """cash × multiplier − the notional of pending risk-increasing buys; None: off, or no cash seen yet."""
+        power = rules.account.buying_power
+        if power is None or cash is None:
+            return None
+        held = math.fsum(book.positions[s].pending_buys(ts) for s in sorted(book.positions))
+        return cash * power.multiplier - held
+
+    def _beta_exposure(self, values: list[tuple[str, float]]) -> float:
+        """B = Σ signed value × beta over the projected positions (beta 1.0 where Level 2 has none)."""
+        beta = self.market.beta
+        return math.fsum(value * beta.get(sym, 1.0) for sym, value in values)
 
     def _exit_context(
         self,
@@ -447,8 +523,13 @@ class PortfolioStage(Level):
         signed = outcome.signed_qty
         rules = self.rules(account)
         if signed != 0 and not self.shadow:
-            add_pending(self._position(book, sym), did, signed, ts + rules.pending_ttl)
-            book.quota_used += outcome.opening_notional
+            opening_buy = outcome.opening_notional / ctx.price if signed > 0 else 0.0
+            price = ctx.price if opening_buy > 0 else 0.0
+            position = self._position(book, sym)
+            add_pending(position, did, signed, ts + rules.pending_ttl, opening_buy, price)
+            if sym not in self.market.closes:
+                position.last_price = ctx.price  # no bar yet: the pending part is valued at its decision's price
+            book.quota_used += outcome.opening_notional * ctx.quota_rate
         facts = ctx.to_facts()
         facts["band"] = list(outcome.band) if outcome.band is not None else None
         if self.config.budget.enabled and book.view is not None:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.config import RebalancePolicy
+from schemas.config import RebalancePolicy, TodayBias
 from schemas.outputs import RebalanceRun
 from streams.core.levels.portfolio.rebalance import (
     Holding,
@@ -366,10 +366,21 @@ PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthC
 
 
 @st.composite
-def _scenarios(draw: st.DrawFn) -> tuple[dict[str, Holding], float, dict[str, float] | None, RebalancePolicy]:
+def _scenarios(
+    draw: st.DrawFn, overlays: bool = False
+) -> tuple[dict[str, Holding], float, dict[str, float] | None, RebalancePolicy]:
+    """A portfolio, cash, targets and a policy; with `overlays`, entries, yesterday's closes and §5/§7 overlays."""
     symbols = draw(st.lists(st.sampled_from(SYMBOLS), min_size=1, max_size=6, unique=True))
     quantities = {s: draw(st.integers(0, 2000)) + draw(st.sampled_from((0.0, 0.5))) for s in symbols}
-    holdings = {s: Holding(qty=qty, price=draw(st.integers(1, 50_000)) / 100) for s, qty in quantities.items()}
+    holdings = {}
+    for s, qty in quantities.items():
+        price = draw(st.integers(1, 50_000)) / 100
+        if overlays:
+            entry = price * draw(st.sampled_from((0.0, 0.5, 0.8, 1.0, 1.25, 2.0)))
+            previous = draw(st.none() | st.sampled_from((price * 0.9, price, price * 1.1)))
+            holdings[s] = Holding(qty=qty, price=price, avg_entry=entry, prev_close=previous)
+        else:
+            holdings[s] = Holding(qty=qty, price=price)
     cash = float(draw(st.integers(0, 500_000)))
     targets: dict[str, float] | None = None
     if draw(st.booleans()):
@@ -385,12 +396,24 @@ def _scenarios(draw: st.DrawFn) -> tuple[dict[str, Holding], float, dict[str, fl
         min_trade_value=draw(st.sampled_from((0, 100, 2000))),
         max_position_weight=draw(st.sampled_from((0.1, 0.15, 0.3, 1.0))),
     )
+    if overlays:
+        policy = policy.model_copy(
+            update={
+                "tilt_mode": draw(st.sampled_from(("neutral", "momentum", "mean_reversion"))),
+                "tilt_strength": draw(st.sampled_from((0.0, 0.5, 1.0))),
+                "profit_take_threshold_pct": draw(st.sampled_from((None, 0.0, 0.2))),
+                "profit_take_boost_pct": draw(st.sampled_from((0.2, 1.0, 5.0))),
+                "today_bias": draw(st.sampled_from((None, TodayBias(), TodayBias(high_pct=0.1, low_pct=0.0)))),
+                "no_buy": draw(st.lists(st.sampled_from(symbols), max_size=2, unique=True)),
+                "no_sell": draw(st.lists(st.sampled_from(symbols), max_size=2, unique=True)),
+            }
+        )
     return holdings, cash, targets, policy
 
 
 @PROPS
-@given(_scenarios())
-def test_property_when_any_portfolio_then_each_side_within_budget_and_sells_within_holdings(
+@given(_scenarios() | _scenarios(overlays=True))
+def test_property_when_any_portfolio_or_overlay_then_each_side_within_budget_and_sells_within_holdings(
     scenario: tuple[dict[str, Holding], float, dict[str, float] | None, RebalancePolicy],
 ) -> None:
     holdings, cash, targets, policy = scenario
