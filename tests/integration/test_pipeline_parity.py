@@ -37,6 +37,20 @@ def _decisions(path: Path) -> tuple[dict[str, Any], int]:
     return found, duplicates
 
 
+def _through_one_worker(deployment: Deployment, path: Path, topics: str) -> Path:
+    """Publish a tape in order to one worker (in-memory tables) and record `topics` once it is drained."""
+    worker = deployment.start_worker("w1", store="memory://")
+    try:
+        assert deployment.cli("publish", str(path), "--ordered").returncode == 0
+        recorded = deployment.workdir / "recorded.jsonl"
+        deployment.cli(
+            "record", "--topics", topics, "--out", str(recorded), "--idle", "3", "--drained", deployment.app_id
+        )
+    finally:
+        stop(worker)
+    return recorded
+
+
 def test_pipeline_when_tape_published_in_order_then_decisions_identical_to_replay(deployment: Deployment) -> None:
     tape = _tape(deployment)
     worker = deployment.start_worker("w1")
@@ -155,15 +169,7 @@ def test_seed001_scenarios_when_sent_through_the_pipeline_then_noop_allow_five_c
     tape.signal("other", "AAPL", "2024-01-15T10:32:00Z", price=150.5, target_notional=15_000)
     path = deployment.workdir / "seed001.jsonl"
     path.write_bytes(b"\n".join(tape.to_bytes()) + b"\n")
-    worker = deployment.start_worker("w1", store="memory://")
-    try:
-        assert deployment.cli("publish", str(path), "--ordered").returncode == 0
-        recorded = deployment.workdir / "recorded.jsonl"
-        deployment.cli(
-            "record", "--topics", "decisions", "--out", str(recorded), "--idle", "3", "--drained", deployment.app_id
-        )
-    finally:
-        stop(worker)
+    recorded = _through_one_worker(deployment, path, "decisions")
 
     decisions, _ = _decisions(recorded)
     verdicts = sorted((d["account"], d["symbol"], d["action"], d["qty"], d["layer"]) for d in decisions.values())
@@ -172,6 +178,37 @@ def test_seed001_scenarios_when_sent_through_the_pipeline_then_noop_allow_five_c
         ("acct", "NVDA", "CLIP", 10.0, "per_trade"),
         ("other", "AAPL", "NOOP", 0.0, "per_symbol"),
     ]
+
+
+def test_seed_rules_when_sent_through_the_pipeline_then_same_decisions_and_runs_as_replay(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 15's rules at once (tests/seed_rules.py): the factor cap and VaR quota need Level 2's sigma and
+    # betas, which travel from the market agent to the level chain as `market_figures` items.
+    from tests import seed_rules
+
+    monkeypatch.setenv("RISKGUARD_CONTROL_KEY", seed_rules.KEY.decode())
+    deployment.config.write_text(seed_rules.YAML + deployment.config.read_text(encoding="utf-8"), encoding="utf-8")
+    path = deployment.workdir / "seed_rules.jsonl"
+    path.write_bytes(b"\n".join(seed_rules.tape().to_bytes()) + b"\n")
+    recorded = _through_one_worker(deployment, path, "decisions,halts,rebalance_runs")
+    replayed = deployment.workdir / "replayed.jsonl"
+    deployment.cli("replay", str(path), "--out", str(replayed))
+
+    pipeline, duplicates = _decisions(recorded)
+    expected, _ = _decisions(replayed)
+    assert duplicates == 0
+    assert {d["reason"] for d in expected.values()} >= {"beta_cap", "buying_power", "entry_quota"}
+    assert pipeline == expected
+
+    def runs(path: Path) -> list[Any]:
+        envelopes = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+        return [e["value"] for e in envelopes if e["topic"] == "rebalance_runs"]
+
+    (run,) = runs(recorded)
+    assert runs(replayed) == [run]
+    assert [o["reasons"] for o in run["orders"]] == [["drift", "today_bias"], ["drift", "tilt_momentum", "profit_take"]]
+    assert deployment.cli("verify", str(path), str(recorded)).returncode == 0
 
 
 def _raw_inputs_decided(deployment: Deployment, messages: list[tuple[str, bytes, bytes]]) -> dict[str, Any]:
@@ -261,23 +298,7 @@ def test_controls_when_signed_forged_and_replayed_on_kafka_then_only_the_signed_
     tape.control("HALT", "a", "2024-01-15T14:02:00Z", "n-good", "2024-01-15T15:00:00Z", key)
     path = deployment.workdir / "controls.jsonl"
     path.write_bytes(b"\n".join(tape.to_bytes()) + b"\n")
-    worker = deployment.start_worker("w1", store="memory://")
-    try:
-        assert deployment.cli("publish", str(path), "--ordered").returncode == 0
-        recorded = deployment.workdir / "recorded.jsonl"
-        deployment.cli(
-            "record",
-            "--topics",
-            "halts,decisions,events,deadletter",
-            "--out",
-            str(recorded),
-            "--idle",
-            "3",
-            "--drained",
-            deployment.app_id,
-        )
-    finally:
-        stop(worker)
+    recorded = _through_one_worker(deployment, path, "halts,decisions,events,deadletter")
 
     envelopes = [orjson.loads(line) for line in recorded.read_bytes().splitlines()]
     halts = [(e["value"]["state"], e["value"]["reason"]) for e in envelopes if e["topic"] == "halts"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import itertools
+import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -195,3 +197,71 @@ def test_budget_triggers_when_sell_off_then_vol_breach_and_correlation_spike_onc
     # Mean |rho| of 505 names jumps from 0.29 to 0.41 when the 5 Feb returns complete (first bar of 6 Feb).
     spike = by_trigger["correlation_spike"]
     assert spike.ts == NEXT_DAY and round(spike.details["observed"], 2) == 0.41
+
+
+def _beta_session(data_dir: Path, signals: list[tuple[str, float]]) -> tuple[TapeBuilder, list[float]]:
+    """Every bar, an equal-weight index `EWD` (the mean simple return of the names, daily), and on 5 Feb
+    after the close an empty account that sends `signals` (symbol, target notional) at the close."""
+    days = _closes(data_dir)
+    dates = list(days)
+    index = [100.0]
+    for before, after in itertools.pairwise(dates):
+        common = [s for s in days[after] if s in days[before]]
+        index.append(
+            index[-1] * (1 + statistics.fmean(days[after][s]["close"] / days[before][s]["close"] - 1 for s in common))
+        )
+    tape = TapeBuilder()
+    for number, date in enumerate(dates):
+        ts = f"{date}T21:00:00Z"
+        tape.flat_bar("EWD", ts, index[number])
+        for symbol in sorted(days[date]):
+            b = days[date][symbol]
+            tape.bar(
+                symbol,
+                ts,
+                b["open"],
+                max(b["high"], b["open"], b["close"]),
+                min(b["low"], b["open"], b["close"]),
+                b["close"],
+            )
+        if date == "2018-02-05":
+            tape.equity("beta", f"{date}T21:00:01Z", BOOK)
+            for n, (symbol, notional) in enumerate(signals):
+                price = days[date][symbol]["close"]
+                tape.signal(
+                    "beta", symbol, f"{date}T21:00:0{n + 2}Z", signal_id=f"s{n}", target_notional=notional, price=price
+                )
+    return tape, index
+
+
+def test_beta_cap_when_5_feb_2018_then_betas_to_the_equal_weight_index_and_a_capped_book(shared: Path) -> None:
+    config = {
+        "risk": {
+            "factor": {"benchmark": "EWD", "beta_window": 60, "min_periods": 15, "max_abs_beta_pct": 0.5},
+            "clusters": {"cap_pct": None},
+            "concentration": {"position": [5, 5], "group": [5, 5], "cluster": [5, 5]},
+            "per_symbol": {"band_pct": 0.0},
+        }
+    }
+    signals = [("NVDA", 600_000.0), ("DUK", 100_000.0), ("AMZN", -200_000.0)]
+    tape, index = _beta_session(shared, signals)
+
+    result = tape.run(config)
+
+    on_5_feb = [d for d in result.decisions if d.origin.value == "signal"]
+    assert [(d.symbol, d.action.value, d.side and d.side.value, d.qty, d.layer.value) for d in on_5_feb] == [
+        ("NVDA", "CLIP", "BUY", 1291, "factor"),  # beta 1.81: 500,000 of beta exposure is 276,000 of NVDA
+        ("DUK", "CLIP", "BUY", 19, "factor"),  # a utility (beta 0.17) fills the last 250 of the cap
+        ("AMZN", "ALLOW", "SELL", 144, "per_symbol"),  # a short lowers the exposure: never clipped by it
+    ]
+    # The betas are those of the returns through 2 Feb (the 5 Feb row completes with the next bars).
+    days = _closes(shared)
+    dates = [d for d in days if d <= "2018-02-02"]
+    bench = [b / a - 1 for a, b in itertools.pairwise(index[: len(dates)])]
+    for decision, beta in zip(on_5_feb, (1.8114, 0.1698, 0.0477), strict=True):
+        closes = [days[d][decision.symbol]["close"] for d in dates]
+        own = [b / a - 1 for a, b in itertools.pairwise(closes)]
+        expected = statistics.covariance(own, bench) / statistics.variance(bench)
+        assert decision.facts["beta"] == pytest.approx(expected, rel=1e-9)
+        assert round(decision.facts["beta"], 4) == beta
+    assert on_5_feb[0].facts["beta_cap"] == 500_000

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from streams.cli import app
 from streams.testing import TapeBuilder
+from tests import seed_rules
 
 T0 = "2024-01-15T14:00:00Z"
 CONFIG = "risk:\n  clusters: {cap_pct: null}\n  per_trade: {max_notional: 3000, lot_size: 1}\n"
@@ -150,3 +152,25 @@ def test_bad_config_when_replay_then_exit_2_and_key_named(tmp_path: Path) -> Non
 
     assert result.exit_code == 2
     assert "risk.per_trade.lot_size" in result.output
+
+
+def test_verify_when_every_seed_rule_binds_then_each_decision_rederives_and_a_raised_beta_cap_is_caught(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Factor cap, VaR and margin quotas, buying power and the rebalance overlays (tests/seed_rules.py).
+    monkeypatch.setenv("RISKGUARD_CONTROL_KEY", seed_rules.KEY.decode())
+    tape_path, config_path = tmp_path / "in.jsonl", tmp_path / "c.yaml"
+    tape_path.write_bytes(b"\n".join(seed_rules.tape().to_bytes()) + b"\n")
+    config_path.write_text(seed_rules.YAML, encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    CliRunner().invoke(app, ["replay", str(tape_path), "--config", str(config_path), "--out", str(out)])
+    reasons = {orjson.loads(line)["value"].get("reason") for line in out.read_bytes().splitlines()}
+
+    verified = CliRunner().invoke(app, ["verify", str(tape_path), str(out), "--config", str(config_path)])
+    _tamper(out, {}, {"beta_cap": 1e9})  # the first ALLOW/CLIP is X's CLIP by the factor cap
+    tampered = CliRunner().invoke(app, ["verify", str(tape_path), str(out), "--config", str(config_path)])
+
+    assert {"beta_cap", "buying_power", "entry_quota"} <= reasons
+    assert verified.exit_code == 0, verified.output
+    assert tampered.exit_code == 1
+    assert "does not follow from its facts" in tampered.output
