@@ -4,17 +4,26 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
 DEMO   := out/demo
 
-.PHONY: install lint test test-unit test-reliability run replay-demo bench clean kafka-up kafka-down
+.PHONY: install lock lint test test-unit test-reliability run replay-demo bench clean kafka-up kafka-down
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every dependency (runtime, dev, and setuptools to build the project) comes from the lock, hash-checked;
+# then the project itself, editable, built with the locked setuptools and without fetching anything.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Refreshes $(LOCK) from pyproject.toml (runtime + dev extras, every platform, Python 3.11), keeping the
+# versions already locked where they still fit; LOCK_ARGS=--upgrade (or "--upgrade-package NAME") bumps them.
+lock: install
+	$(BIN)/uv pip compile --quiet --custom-compile-command "make lock" --universal --python-version 3.11 --generate-hashes --extra dev \
+		$(LOCK_ARGS) pyproject.toml -o $(LOCK)
 
 lint: install
 	$(BIN)/ruff check streams schemas tests bench
