@@ -32,13 +32,19 @@ lint: install
 
 KAFKA_TEST_PORT ?= 19092
 
-# Starts the local broker for the run (unless one answers), runs every test, stops what it started.
+# Runs every test on one broker: the one answering on KAFKA_TEST_PORT; else, when a Docker engine answers,
+# testcontainers' Kafka (started by the tests' fixture, tests/integration/brokers.py); else the local broker
+# script, started once here for every xdist worker and stopped after.
 test: lint
-	@started=0; \
+	@started=0; bootstrap=127.0.0.1:$(KAFKA_TEST_PORT); \
 	if ! $(BIN)/python -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1',$(KAFKA_TEST_PORT))))"; then \
-		$(BIN)/riskguard kafka up --port $(KAFKA_TEST_PORT) && started=1; \
+		if [ "$$(KAFKA_BOOTSTRAP_SERVERS= $(BIN)/python -m tests.integration.brokers)" = testcontainers ]; then \
+			bootstrap=; \
+		else \
+			$(BIN)/riskguard kafka up --port $(KAFKA_TEST_PORT) && started=1; \
+		fi; \
 	fi; \
-	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_TEST_PORT) $(BIN)/pytest -q -n 2 tests; rc=$$?; \
+	KAFKA_BOOTSTRAP_SERVERS=$$bootstrap $(BIN)/pytest -q -n 2 tests; rc=$$?; \
 	if [ $$started = 1 ]; then $(BIN)/riskguard kafka down --port $(KAFKA_TEST_PORT); fi; \
 	exit $$rc
 
