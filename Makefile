@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := requirements.lock
 DEMO   := out/demo
 
-.PHONY: install lock lint test test-unit test-reliability run replay-demo bench clean kafka-up kafka-down
+.PHONY: install lock lint system-deps test test-unit test-reliability run replay-demo bench clean kafka-up kafka-down
 
 install: $(STAMP)
 
@@ -32,10 +32,23 @@ lint: install
 
 KAFKA_TEST_PORT ?= 19092
 
+# System tools the tests drive: Debian's chromium (the operator page in a headless browser) and promtool
+# (Debian's prometheus package: `promtool check config`). Installed with apt-get when missing and root.
+SYSTEM_DEPS := chromium:chromium promtool:prometheus
+system-deps:
+	@missing=; for pair in $(SYSTEM_DEPS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "system-deps: apt-get install$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+		echo "system-deps: missing$$missing (Debian: sudo apt-get install --no-install-recommends$$missing); the tests that need them fail" >&2; \
+	fi
+
 # Runs every test on one broker: the one answering on KAFKA_TEST_PORT; else, when a Docker engine answers,
 # testcontainers' Kafka (started by the tests' fixture, tests/integration/brokers.py); else the local broker
 # script, started once here for every xdist worker and stopped after.
-test: lint
+test: lint system-deps
 	@started=0; bootstrap=127.0.0.1:$(KAFKA_TEST_PORT); \
 	if ! $(BIN)/python -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1',$(KAFKA_TEST_PORT))))"; then \
 		if [ "$$(KAFKA_BOOTSTRAP_SERVERS= $(BIN)/python -m tests.integration.brokers)" = testcontainers ]; then \
