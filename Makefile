@@ -4,17 +4,26 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
 DEMO   := out/demo
 
-.PHONY: install lint test test-unit test-reliability run replay-demo bench clean kafka-up kafka-down
+.PHONY: install lock lint system-deps test test-unit test-reliability run replay-demo bench clean kafka-up kafka-down
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every dependency (runtime, dev, and setuptools to build the project) comes from the lock, hash-checked;
+# then the project itself, editable, built with the locked setuptools and without fetching anything.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Refreshes $(LOCK) from pyproject.toml (runtime + dev extras, every platform, Python 3.11), keeping the
+# versions already locked where they still fit; LOCK_ARGS=--upgrade (or "--upgrade-package NAME") bumps them.
+lock: install
+	$(BIN)/uv pip compile --quiet --custom-compile-command "make lock" --universal --python-version 3.11 --generate-hashes --extra dev \
+		$(LOCK_ARGS) pyproject.toml -o $(LOCK)
 
 lint: install
 	$(BIN)/ruff check streams schemas tests bench
@@ -23,13 +32,32 @@ lint: install
 
 KAFKA_TEST_PORT ?= 19092
 
-# Starts the local broker for the run (unless one answers), runs every test, stops what it started.
-test: lint
-	@started=0; \
+# System tools the tests drive: Debian's chromium (the operator page in a headless browser) and promtool
+# (Debian's prometheus package: `promtool check config`). Installed with apt-get when missing and root.
+SYSTEM_DEPS := chromium:chromium promtool:prometheus
+system-deps:
+	@missing=; for pair in $(SYSTEM_DEPS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "system-deps: apt-get install$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+		echo "system-deps: missing$$missing (Debian: sudo apt-get install --no-install-recommends$$missing); the tests that need them fail" >&2; \
+	fi
+
+# Runs every test on one broker: the one answering on KAFKA_TEST_PORT; else, when a Docker engine answers,
+# testcontainers' Kafka (started by the tests' fixture, tests/integration/brokers.py); else the local broker
+# script, started once here for every xdist worker and stopped after.
+test: lint system-deps
+	@started=0; bootstrap=127.0.0.1:$(KAFKA_TEST_PORT); \
 	if ! $(BIN)/python -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1',$(KAFKA_TEST_PORT))))"; then \
-		$(BIN)/riskguard kafka up --port $(KAFKA_TEST_PORT) && started=1; \
+		if [ "$$(KAFKA_BOOTSTRAP_SERVERS= $(BIN)/python -m tests.integration.brokers)" = testcontainers ]; then \
+			bootstrap=; \
+		else \
+			$(BIN)/riskguard kafka up --port $(KAFKA_TEST_PORT) && started=1; \
+		fi; \
 	fi; \
-	KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_TEST_PORT) $(BIN)/pytest -q -n 2 tests; rc=$$?; \
+	KAFKA_BOOTSTRAP_SERVERS=$$bootstrap $(BIN)/pytest -q -n 2 tests; rc=$$?; \
 	if [ $$started = 1 ]; then $(BIN)/riskguard kafka down --port $(KAFKA_TEST_PORT); fi; \
 	exit $$rc
 

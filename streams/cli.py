@@ -164,7 +164,7 @@ def state(
     account: Annotated[str, typer.Option("--account", "-a", help="The account to show.")],
     config: ConfigOpt = None,
     view: Annotated[
-        str, typer.Option("--view", help="state | budget | utilization | recommendations (the web views).")
+        str, typer.Option("--view", help="state | budget | utilization | recommendations | overview (the web views).")
     ] = "state",
 ) -> None:
     """Replay a tape and print one account's view as JSON: the replay counterpart of the web views."""

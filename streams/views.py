@@ -12,7 +12,9 @@ are judged against the latest event time Level 1 has seen, without dropping expi
 | `budget` | `GET /budget/{id}` | `budget` |
 | `budget_utilization` | `GET /budget/{id}/utilization` | `utilization` |
 | `budget_recommendations` | `GET /budget/{id}/recommendations` | `recommendations` |
+| `account_overview` | `GET /accounts/{id}/overview` (the operator page at `/`) | `overview` |
 
+`held_accounts` lists the accounts of the partitions a worker holds (`GET /accounts`).
 `rebalance_request` validates the body of `POST /rebalance/{id}` into a signed REBALANCE Control.
 """
 
@@ -211,11 +213,62 @@ def budget_recommendations(source: Any, account: str) -> dict[str, Any] | None:
     }
 
 
+def account_overview(source: Any, account: str) -> dict[str, Any] | None:
+    """`GET /accounts/{id}/overview` (the operator page's row): state, equity, each loss limit, budget use."""
+    levels = levels_of(source)
+    stage = levels["account"]
+    state: l1.AccountState | None = stage.accounts.get(account)
+    if state is None:
+        return None
+    rules = stage.config.risk_for(account).account
+    equity = state.equity if state.equity is not None else 0.0
+    initial, peak = state.initial_balance, state.peak_equity
+    limits = []
+    if rules.daily_loss is not None:
+        base = l1.daily_base(state, rules)
+        scale = base if rules.daily_loss.of == "day_start" else initial
+        limits.append(_limit("daily_loss", equity, base, scale, None, rules.daily_loss.limit_pct))
+    if rules.intraday_drawdown is not None:
+        band = rules.intraday_drawdown
+        limits.append(_limit("intraday_drawdown", equity, peak, peak, band.warn_pct, band.halt_pct))
+    if rules.max_total_loss_pct is not None:
+        limits.append(_limit("total_loss", equity, initial, initial, None, rules.max_total_loss_pct))
+    if rules.trailing_drawdown is not None:
+        trailing = rules.trailing_drawdown
+        limits.append(_limit("trailing_drawdown", equity, state.trailing_mark, initial, None, trailing.pct))
+        if trailing.lock_at_initial:
+            limits[-1]["floor"] = min(limits[-1]["floor"], initial)
+    used = budget_utilization(levels, account)
+    assert used is not None  # noqa: S101 - the same account, known to Level 1
+    return {
+        "account": account,
+        "as_of": _iso(stage.clock),
+        "trading_state": state.trading_state,
+        "equity": state.equity,
+        "peak_equity": state.peak_equity,
+        "next_reset": _iso(state.next_reset),
+        "limits": limits,
+        "regime": used["regime"],
+        "budget": {key: used[key] for key in ("gross", "net", "budget_gross_cap", "utilization", "headroom")}
+        | {"vol_utilization": used["vol_utilization"]},
+    }
+
+
+def held_accounts(partitions: Mapping[int, Levels]) -> list[dict[str, Any]]:
+    """The accounts Level 1 holds on each partition, sorted: what `GET /accounts` and the operator page list."""
+    return [
+        {"account": account, "partition": partition}
+        for partition, levels in sorted(partitions.items())
+        for account in sorted(levels["account"].accounts)
+    ]
+
+
 VIEWS: dict[str, View] = {
     "state": account_state,
     "budget": budget,
     "utilization": budget_utilization,
     "recommendations": budget_recommendations,
+    "overview": account_overview,
 }
 
 
@@ -253,6 +306,22 @@ def rebalance_request(
 
 def _iso(ms: int | None) -> str | None:
     return format_ts(ms) if ms is not None else None
+
+
+def _limit(
+    name: str, equity: float, reference: float, scale: float, warn: float | None, limit: float
+) -> dict[str, Any]:
+    """One loss limit as the operator page draws it: the loss from `reference` as a fraction of `scale` (what
+    the rule measures it against), the warning and halt fractions, the share of the limit used, and the
+    equity at which the rule trips (`floor`)."""
+    return {
+        "name": name,
+        "value": (reference - equity) / scale if scale > 0 else 0.0,
+        "warn": warn,
+        "limit": limit,
+        "used": _ratio((reference - equity) / scale, limit) if scale > 0 else None,
+        "floor": reference - limit * scale,
+    }
 
 
 def _ratio(part: float | None, whole: float | None) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,10 @@ def seed001_path(tmp_path: Path) -> Path:
 def data_dir() -> Path:
     assert DATA_DIR.is_dir(), f"../shared/data is expected beside the project at {DATA_DIR}"
     return DATA_DIR
+
+
+def pytest_report_header() -> str:
+    """Which Kafka broker the integration tests will use, and why (tests/integration/brokers.py)."""
+    from tests.integration.brokers import choose
+
+    return f"kafka broker for the integration tests: {choose(os.environ.get('KAFKA_BOOTSTRAP_SERVERS')).reason}"

@@ -41,7 +41,7 @@ from streams.worker import faust_compat
 from streams.worker.chain import LevelChain
 from streams.worker.commit import CommitGate, Refetched
 from streams.worker.market import MarketAgent
-from streams.worker.outputs import OUTPUT_TOPICS, Outputs
+from streams.worker.outputs import OUTPUT_TOPICS, Outputs, RecentOutputs
 from streams.worker.partitioned import Runtime
 from streams.worker.sequencer import Sequencer
 from streams.worker.settings import WorkerSettings, control_key
@@ -164,7 +164,8 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
     out_topics = {name: topic(name) for name in OUTPUT_TOPICS}
     output_names = {name: topics.name(name) for name in OUTPUT_TOPICS}
     gate = CommitGate(app, {t.get_topic_name() for t in (bars, market, *inputs.values(), sequenced)})
-    outputs = Outputs(out_topics, metrics)
+    recent = RecentOutputs()
+    outputs = Outputs(out_topics, metrics, recent)
 
     async def fill(stage: str, tp: Any, first: int, end: int) -> list[Refetched]:
         """What the stream did not hand over between `first` and `end`, read directly (see `commit.py`)."""
@@ -213,5 +214,7 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
         holds_market = any(tp.topic == bars_name for tp in app.consumer.assignment())
         return {"market": market_agent.stage() if holds_market else MarketStage(config), **chain.stages_of(partition)}
 
-    register_web(app, config, levels_of, sequencer.stats, metrics, inputs["control"], n, sequenced.get_topic_name())
+    register_web(
+        app, config, levels_of, sequencer.stats, metrics, inputs["control"], n, sequenced.get_topic_name(), recent
+    )
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,27 +30,56 @@ def wall_clock() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
 
 
+class RecentOutputs:
+    """The latest decisions and halts of each account this worker published, newest first (the operator page).
+
+    In memory only: after a restart the lists fill again with what the worker publishes; the topics hold
+    the full history.
+    """
+
+    TOPICS = ("decisions", "halts")
+
+    def __init__(self, depth: int = 10) -> None:
+        self.depth = depth
+        self.accounts: dict[str, dict[str, deque[dict[str, Any]]]] = {}
+
+    def add(self, topic: str, value: dict[str, Any]) -> None:
+        account = value.get("account")
+        if topic not in self.TOPICS or not isinstance(account, str):
+            return
+        lists = self.accounts.setdefault(account, {name: deque(maxlen=self.depth) for name in self.TOPICS})
+        lists[topic].appendleft(value)
+
+    def of(self, account: str) -> dict[str, list[dict[str, Any]]]:
+        lists = self.accounts.get(account, {})
+        return {name: list(lists.get(name, ())) for name in self.TOPICS}
+
+
 class Outputs:
     """Publishes outputs as `Send`s that count themselves in the metrics and log their line when sent."""
 
-    def __init__(self, topics: dict[str, faust.TopicT], metrics: Metrics) -> None:
+    def __init__(self, topics: dict[str, faust.TopicT], metrics: Metrics, recent: RecentOutputs | None = None) -> None:
         self.topics = topics
         self.metrics = metrics
+        self.recent = recent
 
     def send(self, output: Output, partition: int | None, marker: bytes, t0: int | None = None) -> Send:
         """`output` to its topic's `partition`, recognisable by `marker` if a redone batch sends it again."""
-        metrics = self.metrics
+        metrics, recent = self.metrics, self.recent
+        payload = output.value.model_dump(mode="json")
 
         def sent() -> None:
             metrics.observe(output)
             log_output(log, output)
             if t0 and isinstance(output.value, Decision):
                 metrics.latency(latency_since(t0))
+            if recent is not None:
+                recent.add(output.topic, payload)
 
         return Send(
             topic=self.topics[output.topic],
             key=output.key.encode() if output.key is not None else None,
-            value=orjson.dumps(output.value.model_dump(mode="json")),
+            value=orjson.dumps(payload),
             partition=partition,
             marker=marker,
             on_sent=sent,

@@ -1,9 +1,10 @@
-"""The worker's web server: /health, /metrics, the state and budget views and the signed POST /rebalance (SPEC §9)."""
+"""The worker's web server: the operator page, /health, /metrics, the views and the signed POST /rebalance (SPEC §9)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from importlib import resources
 from typing import Any
 
 import faust
@@ -11,6 +12,7 @@ import structlog
 
 from schemas.config import Config
 from streams.metrics import Metrics
+from streams.worker.outputs import RecentOutputs
 from streams.worker.settings import control_key, partition_for
 
 log = structlog.get_logger("riskguard.worker")
@@ -25,8 +27,10 @@ def register_web(
     control_topic: faust.TopicT,
     partitions: int,
     sequenced: str,
+    recent: RecentOutputs,
 ) -> None:
-    """/health, /metrics, the state and budget views of SPEC §9 and the signed POST /rebalance/{id}.
+    """/health, /metrics, the state and budget views of SPEC §9 and the signed POST /rebalance/{id}, and the
+    operator page at `/` (a static file polling `/accounts`, `/accounts/{id}/overview` and `/accounts/{id}/recent`).
 
     A worker answers for the accounts on the partitions it holds; for another partition it says which
     (404), so a router or the operator can ask the worker that holds it.
@@ -35,10 +39,14 @@ def register_web(
 
     from streams import views
 
+    page = resources.files("streams.worker").joinpath("operator.html").read_text(encoding="utf-8")
+
+    def mine() -> list[int]:
+        return sorted({tp.partition for tp in app.consumer.assignment() if tp.topic == sequenced})
+
     def held(account: str) -> tuple[int, bool]:
         partition = partition_for(account, partitions)
-        mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == sequenced}
-        return partition, partition in mine
+        return partition, partition in mine()
 
     def answer(web: Any, name: str, account: str) -> Any:
         partition, mine = held(account)
@@ -49,6 +57,27 @@ def register_web(
         if data is None:
             return web.json({"error": f"unknown account {account!r}", "partition": partition}, status=404)
         return web.json(data)
+
+    @app.page("/")
+    async def operator_page(web: Any, request: Any) -> Any:
+        return web.html(page)
+
+    @app.page("/accounts")
+    async def accounts(web: Any, request: Any) -> Any:
+        held_now = mine()
+        listed = views.held_accounts({p: levels_of(p) for p in held_now})
+        return web.json({"app": app.conf.id, "partitions": held_now, "of": partitions, "accounts": listed})
+
+    @app.page("/accounts/{account}/overview")
+    async def overview(web: Any, request: Any, account: str) -> Any:
+        return answer(web, "overview", account)
+
+    @app.page("/accounts/{account}/recent")
+    async def recent_outputs(web: Any, request: Any, account: str) -> Any:
+        partition, held_here = held(account)
+        if not held_here:
+            return web.json({"error": "partition not held by this worker", "partition": partition}, status=404)
+        return web.json({"account": account, "partition": partition, **recent.of(account)})
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

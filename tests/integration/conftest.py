@@ -1,4 +1,4 @@
-"""Integration fixtures: the real local Kafka broker (the project's script) and real workers."""
+"""Integration fixtures: a real Kafka broker (testcontainers or the project's script: brokers.py) and real workers."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.broker import Broker, answers, down, up
+from tests.integration.brokers import choose, container_broker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,13 +31,16 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[str]:
-    """A bootstrap address: KAFKA_BOOTSTRAP_SERVERS when it answers, else a broker started here."""
+    """A bootstrap address: KAFKA_BOOTSTRAP_SERVERS when it answers, else a broker started here (brokers.py)."""
     given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if given:
-        host, _, port = given.partition(":")
-        if answers(host, int(port or 9092)):
-            yield given
-            return
+    choice = choose(given)
+    if choice.kind == "given" and given:
+        yield given
+        return
+    if choice.kind == "testcontainers":
+        with container_broker() as bootstrap:
+            yield bootstrap
+        return
     port = free_port()
     while answers("127.0.0.1", port + 1, timeout=0.2):
         port = free_port()

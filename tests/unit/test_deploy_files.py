@@ -1,8 +1,9 @@
-"""deploy/Dockerfile and docker-compose.yml, checked as far as possible without a Docker engine.
+"""deploy/Dockerfile, docker-compose.yml and its Prometheus and Grafana files, checked without a Docker engine.
 
 The files are parsed (PyYAML; a small Dockerfile reader) and cross-checked against the repository and
 against `WorkerSettings.from_config`, so that a renamed env var, a moved profile or a published port on
-0.0.0.0 fails here. `docker compose config -q` runs too when a Compose CLI is installed.
+0.0.0.0 fails here. `promtool check config` runs on the Prometheus file; `docker compose config -q` runs too
+when a Compose CLI is installed.
 """
 
 from __future__ import annotations
@@ -412,6 +413,99 @@ def test_config_when_docker_compose_available_then_valid() -> None:
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- Prometheus, Grafana
+
+
+def binds(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> repository path of every bind mount (`./source:target[:ro]`) of a compose service."""
+    found = {}
+    for volume in service.get("volumes") or []:
+        source, target, *_ = str(volume).split(":")
+        if source.startswith("."):
+            found[target] = (ROOT / source).resolve()
+    return found
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict), path
+    return data
+
+
+@pytest.fixture(scope="module")
+def prometheus_config(services: dict[str, Any]) -> Path:
+    service = services["prometheus"]
+    flags = dict(arg.split("=", 1) for arg in service["command"] if arg.startswith("--") and "=" in arg)
+    mounted = binds(service)
+    assert flags["--config.file"] in mounted, "Prometheus reads the config file compose mounts"
+    return mounted[flags["--config.file"]]
+
+
+def test_mounts_when_prometheus_or_grafana_then_every_bind_source_is_in_the_repository(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    for name in ("prometheus", "grafana"):
+        service = services[name]
+        assert re.fullmatch(r"\S+:v?\d+\.\d+\.\d+", service["image"]), f"{name}: pin an image version"
+        for target, source in binds(service).items():
+            assert source.is_relative_to(ROOT / "deploy"), f"{name}: {target} comes from deploy/, not {source}"
+            assert source.exists(), f"{name}: {source} does not exist"
+        named = [str(v).split(":")[0] for v in service["volumes"] if not str(v).startswith(".")]
+        assert set(named) <= set(compose["volumes"]), f"{name}: undeclared named volume"
+
+
+def test_scrape_targets_when_prometheus_config_read_then_every_worker_web_port(
+    prometheus_config: Path, workers: dict[str, Any]
+) -> None:
+    config = load_yaml(prometheus_config)
+    expected = {
+        f"{service.get('hostname', name)}:{environment(service).get('RISKGUARD_WEB_PORT', '6066')}"
+        for name, service in workers.items()
+    }
+    jobs = [job for job in config["scrape_configs"] if job.get("metrics_path", "/metrics") == "/metrics"]
+    targets = {target for job in jobs for static in job["static_configs"] for target in static["targets"]}
+    assert targets == expected, "Prometheus scrapes every worker's /metrics, and only them"
+    for service in workers.values():
+        assert environment(service).get("RISKGUARD_WEB_BIND") == "0.0.0.0"  # noqa: S104 - reachable on the network
+
+
+def test_promtool_when_prometheus_config_checked_then_valid(prometheus_config: Path) -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make system-deps` installs Debian's prometheus package (needs root)"
+    result = subprocess.run(
+        [promtool, "check", "config", str(prometheus_config)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ports_when_prometheus_and_grafana_then_their_ui_ports_on_loopback(services: dict[str, Any]) -> None:
+    assert ("127.0.0.1", "9090", "9090") in published_ports(services["prometheus"])
+    assert ("127.0.0.1", "3000", "3000") in published_ports(services["grafana"])
+    assert services["prometheus"]["depends_on"] == sorted(n for n in services if n.startswith("worker"))
+
+
+def test_provisioning_when_grafana_then_prometheus_datasource_and_the_dashboard_where_the_provider_reads(
+    services: dict[str, Any],
+) -> None:
+    grafana = services["grafana"]
+    mounted = binds(grafana)
+    provisioning = mounted["/etc/grafana/provisioning"]
+    sources = [
+        d for path in sorted((provisioning / "datasources").glob("*.yml")) for d in load_yaml(path)["datasources"]
+    ]
+    assert [(d["type"], d["url"], d.get("isDefault")) for d in sources] == [
+        ("prometheus", f"http://prometheus:{published_ports(services['prometheus'])[0][2]}", True)
+    ], "one default Prometheus datasource: the dashboard's `datasource` variable picks it"
+    providers = [
+        p for path in sorted((provisioning / "dashboards").glob("*.yml")) for p in load_yaml(path)["providers"]
+    ]
+    assert len(providers) == 1 and providers[0]["type"] == "file"
+    folder = PurePosixPath(providers[0]["options"]["path"])
+    dashboards = {target: source for target, source in mounted.items() if PurePosixPath(target).parent == folder}
+    assert list(dashboards.values()) == [ROOT / "deploy" / "grafana" / "riskguard-dashboard.json"]
+    assert environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] in dashboards
 
 
 # ---------------------------------------------------------------------------------------------- Dockerfile

@@ -88,7 +88,7 @@ def trading_day_bounds(ts: int, rules: AccountRules) -> tuple[int, int]:
 def figures(state: AccountState, rules: AccountRules) -> dict[str, float]:
     """The Halt facts of SPEC §4 for the current state."""
     equity = state.equity if state.equity is not None else 0.0
-    base = _daily_base(state, rules)
+    base = daily_base(state, rules)
     return {
         "equity": equity,
         "day_start_equity": state.day_start_equity,
@@ -103,7 +103,8 @@ def figures(state: AccountState, rules: AccountRules) -> dict[str, float]:
     }
 
 
-def _daily_base(state: AccountState, rules: AccountRules) -> float:
+def daily_base(state: AccountState, rules: AccountRules) -> float:
+    """The equity the daily loss is measured from (`daily_loss.basis`)."""
     basis = rules.daily_loss.basis if rules.daily_loss is not None else "equity"
     if basis == "balance":
         return state.day_start_balance
@@ -162,7 +163,7 @@ def target_state(state: AccountState, rules: AccountRules) -> tuple[TradingState
         if at_most(equity, floor):
             return SHUTDOWN, "trailing_drawdown"
     if rules.daily_loss is not None:
-        base = _daily_base(state, rules)
+        base = daily_base(state, rules)
         scale = base if rules.daily_loss.of == "day_start" else initial
         if at_most(equity, base - rules.daily_loss.limit_pct * scale):
             return HALTED, "daily_loss"
