@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -429,7 +430,12 @@ def audit(
             settings = WorkerSettings.from_config(cfg)
             name = group or f"{settings.app_id}-audit"
             err.print(f"audit consumer {name} on {_bootstrap(cfg)}, /metrics on :{metrics_port}")
-            asyncio.run(_follow_until_signal(run_follow, cfg, _bootstrap(cfg), name, grace, remember, metrics_port))
+            bind = settings.web_bind  # RISKGUARD_WEB_BIND, as the worker's web server
+            asyncio.run(
+                _follow_until_signal(
+                    run_follow, cfg, _bootstrap(cfg), name, grace=grace, remember=remember, port=metrics_port, bind=bind
+                )
+            )
             return
         report = asyncio.run(
             audit_once(
@@ -463,7 +469,7 @@ def audit(
 
 
 async def _follow_until_signal(
-    run: Any, cfg: Config, bootstrap: str, group: str, grace: float | None, remember: int, port: int
+    run: Any, cfg: Config, bootstrap: str, group: str, grace: float | None, remember: int, port: int, bind: str
 ) -> None:
     """Run the audit consumer until SIGTERM or SIGINT."""
     import asyncio
@@ -471,13 +477,20 @@ async def _follow_until_signal(
 
     from streams.logs import configure_logging
 
-    configure_logging("INFO")
+    configure_logging(os.environ.get("RISKGUARD_LOG_LEVEL", "INFO"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     counts = await run(
-        cfg, bootstrap, group, grace=30.0 if grace is None else grace, remember=remember, metrics_port=port, stop=stop
+        cfg,
+        bootstrap,
+        group,
+        grace=30.0 if grace is None else grace,
+        remember=remember,
+        metrics_port=port,
+        metrics_bind=bind,
+        stop=stop,
     )
     err.print("audit consumer stopped: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())), soft_wrap=True)
 

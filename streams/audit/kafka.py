@@ -215,12 +215,16 @@ async def follow(
     metrics_port: int | None = None,
     security: KafkaSecurity | None = None,
     stop: asyncio.Event | None = None,
+    metrics_bind: str = "127.0.0.1",
 ) -> dict[str, int]:
     """Run the audit consumer until `stop` is set: derive, match, publish a RiskEvent per finding."""
     topics = Topics.from_settings(config.kafka)
     metrics = metrics or AuditMetrics()
     if metrics_port is not None:
-        start_http_server(metrics_port, registry=metrics.registry)
+        try:
+            start_http_server(metrics_port, addr=metrics_bind, registry=metrics.registry)
+        except OSError as exc:
+            raise AuditInputError(f"cannot serve /metrics on {metrics_bind}:{metrics_port}: {exc.strerror}") from None
     stop = stop or asyncio.Event()
     rederiver = Rederiver(config)
     auditor = Auditor(config, remember=remember)
@@ -287,6 +291,7 @@ async def follow(
             if now - last_commit >= 5.0:
                 last_commit = now
                 await consumer.commit()
+        await consumer.commit()
     finally:
         await producer.stop()
         await consumer.stop()
