@@ -319,3 +319,22 @@ def test_mismatch_event_when_built_twice_for_one_finding_then_the_same_event_id(
     assert first.kind == "audit_mismatch"
     assert first.details["id"] == target["decision_id"]
     assert first.account == target["account"]
+
+
+def test_audit_command_when_since_is_not_a_time_then_a_clear_error_and_exit_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["audit", "--since", "yesterday"])
+
+    assert result.exit_code == 2
+    assert "--since" in result.output
+    assert "ISO 8601" in result.output
+
+
+def test_bench_audit_core_when_a_small_tape_then_every_output_verified_at_a_positive_rate() -> None:
+    from bench.audit import core_rate
+
+    config, lines = _session()
+
+    figures = core_rate(list(lines), config, PARTITIONS)
+
+    assert figures["verified"] == len(_published())
+    assert figures["rate"] > 0
