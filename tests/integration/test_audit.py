@@ -153,9 +153,11 @@ async def _tamper(deployment: Deployment) -> dict[str, Any]:
         ends = await consumer.end_offsets(parts)
         seen: list[dict[str, Any]] = []
         deadline = time.monotonic() + 30
-        while any(await consumer.position(tp) < ends[tp] for tp in parts) and time.monotonic() < deadline:
+        behind = set(parts)
+        while behind and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 seen += [orjson.loads(record.value) for record in records]
+            behind = {tp for tp in behind if await consumer.position(tp) < ends[tp]}
     finally:
         await consumer.stop()
     traded = [value for value in seen if value["action"] in ("ALLOW", "CLIP")]
