@@ -13,6 +13,8 @@ Sections (each its own function, each bounded in time; pick some with `--only re
             wall-clock latency from the signal's produce call to its decision's arrival.
 - clusters  `ClusterState` recompute for 500 symbols, window 30 (median of many timestamps).
 - rss       VmRSS of a worker holding 500 symbols x 1,000 accounts of state.
+- audit     `riskguard audit`'s throughput, decisions and halts verified per second: in memory on the
+            sequenced log of a gen tape, and once through the broker (bench/audit.py).
 
 The Kafka sections use KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:19092) when it answers, else start the
 local broker (`streams.broker`) on that port and stop it at the end. Every deployment gets its own
@@ -60,8 +62,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "out" / "bench"
 SP500 = ROOT.parent / "shared" / "data" / "sp500_daily_2018-01-02_2018-02-07.csv"
-SECTIONS = ("replay", "real", "pipeline", "latency", "clusters", "rss")
-KAFKA_SECTIONS = frozenset({"pipeline", "latency", "rss"})
+SECTIONS = ("replay", "real", "pipeline", "latency", "clusters", "rss", "audit")
+KAFKA_SECTIONS = frozenset({"pipeline", "latency", "rss", "audit"})
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
 SESSION_OPEN_MS = 1_704_205_800_000  # 2024-01-02 09:30 America/New_York, the first bar of the synthetic feeds
 
@@ -92,6 +94,7 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "clusters": ("cluster_recompute_ms_500",),
     "rss": ("worker_rss_mib_500x1000",),
+    "audit": ("audit_core_decisions_per_s", "audit_kafka_decisions_per_s", "audit_core_events_per_s"),
 }
 
 
@@ -521,7 +524,7 @@ class Run:
 
     def budget(self, section: str) -> float:
         """Seconds a section may take (its deadline is checked inside its loops)."""
-        full = {"replay": 300, "real": 120, "pipeline": 900, "latency": 300, "clusters": 120, "rss": 420}
+        full = {"replay": 300, "real": 120, "pipeline": 900, "latency": 300, "clusters": 120, "rss": 420, "audit": 300}
         return full[section] / (4 if self.quick else 1)
 
 
@@ -966,6 +969,36 @@ def section_rss(run: Run) -> dict[str, Any]:
     }
 
 
+def section_audit(run: Run) -> dict[str, Any]:
+    """`riskguard audit`: decisions and halts verified per second, in memory and through the broker."""
+    from bench import audit
+
+    symbols, accounts, days = (30, 6, 1) if run.quick else run.pipeline_tape
+    config = load_config(None)
+    lines = pl.tape_lines(symbols, accounts, days, run.seed, config)
+    core = audit.core_rate(lines, config, run.partitions)
+    dep = Deployment(run.bootstrap, WORK / "audit", run.partitions)
+    try:
+        via_kafka = audit.kafka_rate(lines, run.bootstrap, dep.prefix, run.partitions)
+    finally:
+        dep.close()
+    return {
+        "metrics": {
+            "audit_core_decisions_per_s": round(core["rate"]),
+            "audit_kafka_decisions_per_s": round(via_kafka["rate"]),
+            # the tape's events whose sequenced log was re-derived per second: the rate above depends on the
+            # tape's mix (a bar costs Levels 1, 3 and 4 in every partition and decides nothing by itself)
+            "audit_core_events_per_s": round(len(lines) / core["seconds"]) if core["seconds"] else None,
+        },
+        "tape": f"gen {symbols} symbols x {accounts} accounts x {days} day(s), seed {run.seed}",
+        "events": len(lines),
+        "verified": core["verified"],
+        "log_records": core["log_records"],
+        "core_s": core["seconds"],
+        "kafka_s": via_kafka["seconds"],
+    }
+
+
 SECTION_FUNCTIONS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "replay": section_replay,
     "real": section_real,
@@ -973,6 +1006,7 @@ SECTION_FUNCTIONS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "latency": section_latency,
     "clusters": section_clusters,
     "rss": section_rss,
+    "audit": section_audit,
 }
 
 

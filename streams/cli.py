@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -108,6 +109,7 @@ def replay(
     show: Annotated[bool, typer.Option("--show", help="Print decisions and halts as they happen.")] = False,
 ) -> None:
     """Run a tape through the in-process guard engine; write every output message."""
+    from streams.audit.core import AuditInputError, is_log_recording, peek, replay_log
     from streams.core.engine import Engine
     from streams.tape import replay as run
     from streams.worker.settings import control_key
@@ -115,6 +117,15 @@ def replay(
     cfg = _config(config)
     engine = Engine(cfg, control_key=control_key())
     with _open_in(tape) as source, _open_out(out) as sink:
+        first, lines = peek(source)
+        if first is not None and is_log_recording(first):  # `riskguard record --topics sequenced`
+            try:
+                records = replay_log(cfg, lines, sink)
+            except AuditInputError as exc:
+                err.print(f"[bold red]cannot replay this recording of the sequenced log[/]: {exc}")
+                raise typer.Exit(2) from None
+            err.print(f"replayed {records} records of the sequenced log, each partition on its own")
+            return
         if _show_progress(tape):
             total = Path(tape).stat().st_size
             with Progress(
@@ -122,32 +133,40 @@ def replay(
             ) as progress:
                 task = progress.add_task("replay", total=total)
 
-                def lines() -> Iterator[bytes]:
-                    for line in source:
+                def advancing() -> Iterator[bytes]:
+                    for line in lines:
                         progress.advance(task, len(line))
                         yield line
 
-                count = run(engine, lines(), sink, on_output=_printer(progress.console) if show else None)
+                count = run(engine, advancing(), sink, on_output=_printer(progress.console) if show else None)
         else:
-            count = run(engine, source, sink, on_output=_printer(err) if show else None)
+            count = run(engine, lines, sink, on_output=_printer(err) if show else None)
     stats = dict(sorted(engine.stats.items()))
     err.print(f"replayed {count} lines: " + ", ".join(f"{k}={v}" for k, v in stats.items()), soft_wrap=True)
 
 
 @app.command()
 def verify(
-    inputs: Annotated[Path, typer.Argument(help="The input tape that was replayed or published.")],
+    inputs: Annotated[
+        Path,
+        typer.Argument(help="The input tape that was replayed or published, or a recording of the sequenced log."),
+    ],
     outputs: Annotated[Path, typer.Argument(help="The output tape (replay output or a recording).")],
     config: ConfigOpt = None,
 ) -> None:
     """Exit 0 when every recorded decision and halt re-derives from the inputs and from its facts."""
+    from streams.audit.core import AuditInputError
     from streams.verify import verify as run
 
     cfg = _config(config)
     with _open_in(str(inputs)) as source, _open_in(str(outputs)) as recorded:
         from streams.worker.settings import control_key
 
-        report = run(cfg, source, recorded, control_key=control_key())
+        try:
+            report = run(cfg, source, recorded, control_key=control_key())
+        except AuditInputError as exc:
+            err.print(f"[bold red]cannot verify against this recording of the sequenced log[/]: {exc}")
+            raise typer.Exit(2) from None
     counts = ", ".join(f"{n} {topic}" for topic, n in report.checked.items())
     if report.ok:
         err.print(f"[green]verified[/]: {counts}; {report.from_facts} decisions re-derived from their facts")
@@ -353,6 +372,127 @@ def record(
     with _open_out(out) as sink:
         counts = asyncio.run(run(Topics.from_settings(cfg.kafka), _bootstrap(cfg), names, sink, idle=idle))
     err.print("recorded " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+
+@app.command()
+def audit(
+    config: ConfigOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Compare only decisions and halts of event time at or after this (ISO 8601 or epoch ms); "
+            "the sequenced log is still re-derived from its start."
+        ),
+    ] = None,
+    grace: Annotated[
+        float | None,
+        typer.Option(help="Seconds a re-derived output may wait for its published copy (default 10; --follow 30)."),
+    ] = None,
+    allow_duplicates: Annotated[
+        bool, typer.Option(help="Report copies with the same content but do not fail on them.")
+    ] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep auditing as records arrive (the audit consumer service).")
+    ] = False,
+    group: Annotated[str | None, typer.Option(help="--follow: consumer group (default: <app id>-audit).")] = None,
+    metrics_port: Annotated[
+        int, typer.Option(envvar="RISKGUARD_AUDIT_METRICS_PORT", help="--follow: port of its /metrics.")
+    ] = 6067,
+    remember: Annotated[
+        int, typer.Option(min=0, help="--follow: settled ids kept to spot later copies (bounds memory).")
+    ] = 100_000,
+) -> None:
+    """Re-derive every published decision and halt from the sequenced log of a running deployment."""
+    import asyncio
+
+    from streams.audit.core import AuditInputError
+    from streams.audit.kafka import audit_once
+    from streams.audit.kafka import follow as run_follow
+    from streams.security import SecurityConfigError
+    from streams.worker.settings import WorkerSettings
+
+    cfg = _config(config)
+    start: int | None = None
+    if since is not None:
+        from schemas.timefmt import parse_input_ts
+
+        try:
+            start = parse_input_ts(since)
+        except ValueError as exc:
+            err.print(f"[bold red]--since[/]: {exc}")
+            raise typer.Exit(2) from None
+        if follow:
+            err.print("[bold red]--since[/] applies to a one-shot audit; --follow audits everything it reads")
+            raise typer.Exit(2)
+    try:
+        if follow:
+            settings = WorkerSettings.from_config(cfg)
+            name = group or f"{settings.app_id}-audit"
+            err.print(f"audit consumer {name} on {_bootstrap(cfg)}, /metrics on :{metrics_port}")
+            bind = settings.web_bind  # RISKGUARD_WEB_BIND, as the worker's web server
+            asyncio.run(
+                _follow_until_signal(
+                    run_follow, cfg, _bootstrap(cfg), name, grace=grace, remember=remember, port=metrics_port, bind=bind
+                )
+            )
+            return
+        report = asyncio.run(
+            audit_once(
+                cfg,
+                _bootstrap(cfg),
+                since=start,
+                grace=10.0 if grace is None else grace,
+                allow_duplicates=allow_duplicates,
+            )
+        )
+    except (AuditInputError, SecurityConfigError) as exc:
+        err.print(f"[bold red]cannot audit[/]: {exc}")
+        raise typer.Exit(2) from None
+    if json_out:
+        sys.stdout.buffer.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.buffer.flush()
+    counts = report.counts
+    summary = (
+        f"{counts['recorded']} published decisions and halts, {counts['derived']} re-derived from "
+        f"{counts['log_records']} records of the sequenced log; {counts['verified']} verified"
+    )
+    if report.ok:
+        err.print(f"[green]audit passed[/]: {summary}", soft_wrap=True)
+        return
+    err.print(f"[bold red]audit failed[/]: {summary}; {len(report.failures)} finding(s)", soft_wrap=True)
+    for finding in report.findings[:50]:
+        err.print(f"  - {finding.text()}", soft_wrap=True, highlight=False, markup=False)
+    if len(report.findings) > 50:
+        err.print(f"  ... and {len(report.findings) - 50} more (--json lists them all)")
+    raise typer.Exit(1)
+
+
+async def _follow_until_signal(
+    run: Any, cfg: Config, bootstrap: str, group: str, grace: float | None, remember: int, port: int, bind: str
+) -> None:
+    """Run the audit consumer until SIGTERM or SIGINT."""
+    import asyncio
+    import signal
+
+    from streams.logs import configure_logging
+
+    configure_logging(os.environ.get("RISKGUARD_LOG_LEVEL", "INFO"))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    counts = await run(
+        cfg,
+        bootstrap,
+        group,
+        grace=30.0 if grace is None else grace,
+        remember=remember,
+        metrics_port=port,
+        metrics_bind=bind,
+        stop=stop,
+    )
+    err.print("audit consumer stopped: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())), soft_wrap=True)
 
 
 @app.command()

@@ -173,7 +173,11 @@ async def record(
     limit_s: float = 600.0,
     security: KafkaSecurity | None = None,
 ) -> dict[str, int]:
-    """Consume topics from the beginning (read_committed) until idle; write a tape of envelopes."""
+    """Consume topics from the beginning (read_committed) until idle; write a tape of envelopes.
+
+    A record of the sequenced log also carries its `partition` and `offset`: `riskguard replay` and `verify`
+    re-derive each partition on its own (`streams.audit.core.replay_log`).
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -199,7 +203,10 @@ async def record(
                 for rec in records:
                     value: Any = orjson.loads(rec.value) if rec.value else None
                     key = rec.key.decode() if rec.key else None
-                    sink.write(orjson.dumps({"topic": names[tp.topic], "key": key, "value": value}) + b"\n")
+                    envelope: dict[str, Any] = {"topic": names[tp.topic], "key": key, "value": value}
+                    if names[tp.topic] == "sequenced":  # each partition is a log of its own: say which
+                        envelope["partition"], envelope["offset"] = tp.partition, rec.offset
+                    sink.write(orjson.dumps(envelope) + b"\n")
                     counts[names[tp.topic]] = counts.get(names[tp.topic], 0) + 1
                     last = time.monotonic()
     finally:

@@ -1,7 +1,8 @@
 """`riskguard verify`: prove every recorded decision and halt from the inputs and from its own facts.
 
-Two independent checks (SPEC §7): (1) replay the input tape and compare every recorded decision
-and halt with the re-derived one, by id and content; (2) recompute each decision's verdict from
+Two independent checks (SPEC §7): (1) replay the input tape — or a recording of the sequenced log
+(`riskguard record --topics sequenced`), each partition on its own — and compare every recorded
+decision and halt with the re-derived one, by id and content; (2) recompute each decision's verdict from
 its published facts with the decision kernel, and each halt's state from its figures and the rules.
 """
 
@@ -51,7 +52,7 @@ def _index(
     return found
 
 
-def _diff(recorded: dict[str, Any], derived: dict[str, Any]) -> str:
+def diff(recorded: dict[str, Any], derived: dict[str, Any]) -> str:
     keys = sorted(set(recorded) | set(derived))
     changed = [k for k in keys if recorded.get(k) != derived.get(k)]
     parts = []
@@ -73,9 +74,15 @@ def verify(
     control_key: bytes | None = None,
 ) -> Report:
     """Check an output tape against its input tape and against its own facts."""
+    from streams.audit.core import is_log_recording, peek, replay_log
+
     report = Report()
     derived_buffer = io.BytesIO()
-    replay(Engine(config, control_key=control_key), inputs, derived_buffer)
+    first, lines = peek(inputs)
+    if first is not None and is_log_recording(first):  # a recording of the sequenced log, not an input tape
+        replay_log(config, lines, derived_buffer)
+    else:
+        replay(Engine(config, control_key=control_key), lines, derived_buffer)
     derived = _index(read_outputs(derived_buffer.getvalue().splitlines()))
     recorded = _index(read_outputs(outputs))
     for topic in CHECKED_TOPICS:
@@ -85,16 +92,16 @@ def verify(
             if twin is None:
                 report.problems.append(f"output line {number}: {topic} {ident} does not re-derive from the inputs")
             elif twin[1] != value:
-                report.problems.append(f"output line {number}: {topic} {ident} differs: {_diff(value, twin[1])}")
+                report.problems.append(f"output line {number}: {topic} {ident} differs: {diff(value, twin[1])}")
         for ident in derived[topic].keys() - recorded[topic].keys():
             report.problems.append(f"missing: {topic} {ident} follows from the inputs but is not in the output")
     for number, value in recorded["decisions"].values():
         report.from_facts += 1
-        problem = _check_facts(value)
+        problem = check_facts(value)
         if problem:
             report.problems.append(f"output line {number}: decision {value.get('decision_id')} {problem}")
     for number, value in recorded["halts"].values():
-        problem = _check_halt(config, value)
+        problem = check_halt(config, value)
         if problem:
             report.problems.append(f"output line {number}: halt {value.get('halt_id')} {problem}")
     if len(report.problems) > limit:
@@ -103,7 +110,7 @@ def verify(
     return report
 
 
-def _check_facts(value: dict[str, Any]) -> str | None:
+def check_facts(value: dict[str, Any]) -> str | None:
     facts = value.get("facts") or {}
     if "origin" not in facts:
         return None if value.get("action") in ("DENY", "NOOP") and value.get("qty") == 0 else "has no facts"
@@ -127,14 +134,14 @@ def _check_facts(value: dict[str, Any]) -> str | None:
         "reason": decision.reason,
     }
     if derived != recorded:
-        return "does not follow from its facts: " + _diff(recorded, derived)
+        return "does not follow from its facts: " + diff(recorded, derived)
     return None
 
 
 _ESCALATIONS = {"max_total_loss", "daily_loss", "intraday_drawdown", "intraday_drawdown_warning"}
 
 
-def _check_halt(config: Config, value: dict[str, Any]) -> str | None:
+def check_halt(config: Config, value: dict[str, Any]) -> str | None:
     reason = value.get("reason")
     if reason not in _ESCALATIONS:
         return None

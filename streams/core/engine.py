@@ -31,9 +31,11 @@ from streams.core.levels.portfolio.stage import PortfolioStage
 from streams.core.levels.symbol.stage import SymbolStage
 from streams.core.positions import Position
 
-__all__ = ["Chain", "Engine", "LevelFailure", "Output"]
+__all__ = ["CHAIN_LEVELS", "Chain", "Engine", "LevelFailure", "Output", "partition_chain"]
 
 LEVELS = ("market", "account", "symbol", "portfolio")
+CHAIN_LEVELS = LEVELS[1:]
+"""The levels a partition of the sequenced log runs (Level 2 travels with the bars, as notes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,11 @@ class Chain:
         if result.touched is not None:
             result.touched.setdefault(self.names[at], set()).update(self.account.touched(more[0], more) if more else ())
         self._run(more, at + 1, result, contain=False)  # a failure while flattening is not halted again
+
+
+def partition_chain(config: Config) -> Chain:
+    """Fresh Levels 1, 3 and 4 for one partition of the sequenced log: the worker's level chain, the audit's."""
+    return Chain((AccountStage(config), SymbolStage(config), PortfolioStage(config)), CHAIN_LEVELS)
 
 
 class Engine:

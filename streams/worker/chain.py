@@ -12,30 +12,19 @@ written last in the portfolio table, makes the batch one crash-safe unit across 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import faust
 
 from schemas.config import Config
 from schemas.outputs import DeadLetterSource
-from streams.core.engine import Chain
-from streams.core.items import Item, Stage
-from streams.core.levels.account.stage import AccountStage
-from streams.core.levels.portfolio.stage import PortfolioStage
-from streams.core.levels.symbol.stage import SymbolStage
+from streams.core.engine import CHAIN_LEVELS, Chain, partition_chain
+from streams.core.items import Item
 from streams.core.snapshot import DUMPERS, LOADERS
 from streams.topology import read_packet
 from streams.worker.commit import durable_table
 from streams.worker.outputs import OUTPUT_TOPICS, Outputs
 from streams.worker.partitioned import Applied, PartitionedAgent, Record, Runtime, oldest_t0
-
-CHAIN_LEVELS = ("account", "symbol", "portfolio")
-_STAGES: dict[str, Callable[[Config], Stage]] = {
-    "account": AccountStage,
-    "symbol": SymbolStage,
-    "portfolio": PortfolioStage,
-}
 
 
 def packet_items(raw: bytes) -> tuple[list[Item], str | None]:
@@ -61,13 +50,11 @@ class LevelChain(PartitionedAgent):
         self.outputs = outputs
 
     def restore(self, partition: int, values: dict[str, dict[str, Any]]) -> Chain:
-        stages: list[Stage] = []
-        for level in CHAIN_LEVELS:
-            stage = _STAGES[level](self.config)
+        chain = partition_chain(self.config)
+        for level, stage in zip(CHAIN_LEVELS, chain.stages, strict=True):
             for key in sorted(values[level]):
                 LOADERS[level](stage, key, values[level][key])
-            stages.append(stage)
-        return Chain(stages, CHAIN_LEVELS)
+        return chain
 
     def stages_of(self, partition: int) -> dict[str, Any]:
         """The level stages of a partition (the web views read them)."""

@@ -325,7 +325,7 @@ def _app_has_credentials() -> bool:
 
 
 @pytest.mark.skipif(not _app_has_credentials(), reason="build_app does not pass broker_credentials yet")
-def test_riskguard_worker_when_sasl_env_then_publish_decide_and_record_through_scram(
+def test_riskguard_worker_when_sasl_env_then_publish_decide_record_and_audit_through_scram_and_tls(
     sasl_broker: SaslBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name, value in sasl_broker.env.items():
@@ -348,13 +348,22 @@ def test_riskguard_worker_when_sasl_env_then_publish_decide_and_record_through_s
         )
     finally:
         stop(worker)
-    outputs = published.stdout + published.stderr + recorded.stdout + recorded.stderr
+    audited = deployment.cli("audit", "--json", "--grace", "2")
+    monkeypatch.setenv(CA_FILE_ENV, str(sasl_broker.broker.ca_file))  # SASL_SSL: the same variables, plus the CA
+    over_tls = Deployment(sasl_broker.broker.tls_bootstrap or "", config, deployment.app_id, tmp_path)
+    audited_tls = over_tls.cli("audit", "--json", "--grace", "2")
+    outputs = published.stdout + published.stderr + recorded.stdout + recorded.stderr + audited.stdout + audited.stderr
+    outputs += audited_tls.stdout + audited_tls.stderr
     outputs += (tmp_path / "w1.log").read_text(errors="replace")
     decisions = [orjson.loads(line)["value"] for line in out.read_bytes().splitlines()] if out.exists() else []
 
     assert published.returncode == 0, published.stderr
     assert recorded.returncode == 0, recorded.stderr
     assert [d["account"] for d in decisions] == ["a"], outputs[-3000:]
+    assert audited.returncode == 0, audited.stderr
+    assert orjson.loads(audited.stdout)["counts"]["verified_decisions"] == 1
+    assert audited_tls.returncode == 0, audited_tls.stderr
+    assert orjson.loads(audited_tls.stdout)["counts"]["verified_decisions"] == 1
     assert sasl_broker.password not in outputs
 
 

@@ -456,18 +456,20 @@ def test_mounts_when_prometheus_or_grafana_then_every_bind_source_is_in_the_repo
         assert set(named) <= set(compose["volumes"]), f"{name}: undeclared named volume"
 
 
-def test_scrape_targets_when_prometheus_config_read_then_every_worker_web_port(
-    prometheus_config: Path, workers: dict[str, Any]
+def test_scrape_targets_when_prometheus_config_read_then_every_worker_web_port_and_the_audit_consumer(
+    prometheus_config: Path, workers: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
     config = load_yaml(prometheus_config)
     expected = {
         f"{service.get('hostname', name)}:{environment(service).get('RISKGUARD_WEB_PORT', '6066')}"
         for name, service in workers.items()
     }
+    audit = services["audit"]["command"]
+    expected.add(f"{services['audit'].get('hostname', 'audit')}:{audit[audit.index('--metrics-port') + 1]}")
     jobs = [job for job in config["scrape_configs"] if job.get("metrics_path", "/metrics") == "/metrics"]
     targets = {target for job in jobs for static in job["static_configs"] for target in static["targets"]}
-    assert targets == expected, "Prometheus scrapes every worker's /metrics, and only them"
-    for service in workers.values():
+    assert targets == expected, "Prometheus scrapes every worker's and the audit consumer's /metrics, and only them"
+    for service in [*workers.values(), services["audit"]]:
         assert environment(service).get("RISKGUARD_WEB_BIND") == "0.0.0.0"  # noqa: S104 - reachable on the network
 
 
