@@ -270,8 +270,12 @@ class GuardClient:
         await admin.start()
         try:
             wanted = [self.topics.name(n) for n in ("signals", "fills", "equity", "decisions", "halts")]
-            existing = set(await admin.list_topics())
-            missing = [name for name in wanted if name not in existing]
+            for _ in range(10):  # a topic created a moment ago may not be in every broker's metadata yet
+                existing = set(await admin.list_topics())
+                missing = [name for name in wanted if name not in existing]
+                if not missing:
+                    break
+                await asyncio.sleep(0.3)
             if missing:
                 raise GuardTopicsMissing(
                     f"topics {', '.join(missing)} do not exist on {self.settings.bootstrap}: start `riskguard worker` "
