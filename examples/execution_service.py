@@ -105,7 +105,12 @@ class ExecutionService:
     """Trades the signals of some accounts through the guard and closes the loop with fills and equity."""
 
     def __init__(
-        self, client: GuardClient, equity: dict[str, float], say: Callable[[str], None] = print, timeout: float = 5.0
+        self,
+        client: GuardClient,
+        equity: dict[str, float],
+        say: Callable[[str], None] = print,
+        timeout: float = 5.0,
+        show_halts: bool = True,
     ) -> None:
         self.client = client
         self.books = {account: Book(cash) for account, cash in equity.items()}
@@ -117,6 +122,7 @@ class ExecutionService:
         self.tally = Tally()
         self.done: set[str] = set()  # decision ids executed (a decision is filled once)
         self.halted: dict[str, str] = {}
+        self.show_halts = show_halts
         self._market = asyncio.Condition()
         self._trading = asyncio.Lock()  # one order at a time: fills and marks stay in event-time order
 
@@ -190,8 +196,9 @@ class ExecutionService:
             if isinstance(output, Halt):
                 self.tally.halts += 1
                 self.halted[output.account] = output.state.value
-                change = f"{output.previous_state.value} -> {output.state.value}"
-                self.say(f"HALT {output.account} {change} ({output.reason})")
+                if self.show_halts:
+                    change = f"{output.previous_state.value} -> {output.state.value}"
+                    self.say(f"HALT {output.account} {change} ({output.reason})")
             elif output.origin is not Origin.SIGNAL and executable(output):
                 async with self._trading:
                     self.tally.guard_exits += 1
@@ -277,10 +284,11 @@ async def serve(
     say: Callable[[str], None] = print,
     timeout: float = 5.0,
     mark_every: int = 5,
+    show_halts: bool = True,
 ) -> tuple[Tally, ExecutionService]:
     """Run the service for `signals` with its market feed; returns what it did."""
     accounts = {s.account: equity for s in signals}
-    service = ExecutionService(client, accounts, say, timeout)
+    service = ExecutionService(client, accounts, say, timeout, show_halts)
     stop = asyncio.Event()
     feed = asyncio.create_task(feed_bars(service, stop))
     try:
@@ -291,6 +299,10 @@ async def serve(
     return tally, service
 
 
+def print_now(line: str) -> None:
+    print(line, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--signals", type=Path, required=True, help="JSON Lines of signals (or a tape).")
@@ -299,12 +311,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--equity", type=float, default=1_000_000.0, help="Opening equity (all cash) per account.")
     parser.add_argument("--timeout", type=float, default=5.0, help="Seconds to wait for each decision.")
     parser.add_argument("--mark-every", type=int, default=5, help="Mark equity every N bar times.")
+    parser.add_argument("--quiet-halts", action="store_true", help="Do not print halts (someone else shows them).")
     args = parser.parse_args(argv)
     signals = read_signals(args.signals.read_bytes().splitlines())
 
     async def run() -> Tally:
         async with GuardClient(args.bootstrap, config=args.config) as client:
-            tally, _ = await serve(signals, args.equity, client, timeout=args.timeout, mark_every=args.mark_every)
+            tally, _ = await serve(
+                signals, args.equity, client, print_now, args.timeout, args.mark_every, not args.quiet_halts
+            )
             return tally
 
     began = time.monotonic()
