@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: install
-	$(BIN)/ruff check streams schemas tests bench
-	$(BIN)/ruff format --check streams schemas tests bench
-	$(BIN)/mypy --strict streams/core streams/worker schemas
+	$(BIN)/ruff check streams schemas tests bench examples
+	$(BIN)/ruff format --check streams schemas tests bench examples
+	$(BIN)/mypy --strict streams/core streams/worker schemas streams/client.py examples
 
 KAFKA_TEST_PORT ?= 19092
 
