@@ -727,23 +727,43 @@ class _Market:
         return rows
 
 
-async def _latency_drive(dep: Deployment, spec: LatencySpec, deadline: float, profile: bool) -> dict[str, Any]:
-    from aiokafka import AIOKafkaProducer
+@dataclass
+class _Feed:
+    """The latency feeds' market, random stream, accounts and their universes, after the prefill."""
 
+    market: _Market
+    rng: random.Random
+    accounts: list[str]
+    universe: dict[str, list[str]]
+    events: int
+    seconds: float
+
+
+async def _prefilled(dep: Deployment, spec: LatencySpec, deadline: float, prefix: str) -> _Feed:
+    """Equity for the spec's accounts and its prefill bar timestamps, produced and drained by the worker."""
     from streams.kafka_io import wait_drained
 
-    topics = dep.topics()
     market = _Market(spec.symbols, spec.seed)
     rng = random.Random(spec.seed)
-    accounts = [f"L{i:03d}" for i in range(spec.accounts)]
+    accounts = [f"{prefix}{i:03d}" for i in range(spec.accounts)]
     universe = {a: rng.sample(market.names, min(40, len(market.names))) for a in accounts}
     prefill = [_envelope("equity", a, {"account": a, "ts": SESSION_OPEN_MS, "equity": 1_000_000.0}) for a in accounts]
     for k in range(spec.prefill):
         prefill += [_envelope("bars", b["symbol"], b) for b in market.bars(SESSION_OPEN_MS + k * 1000)]
-    prefill_began = time.monotonic()
-    await pl.produce(prefill, topics, dep.bootstrap)
-    await wait_drained(topics, dep.bootstrap, dep.app_id, timeout=max(1.0, deadline - time.monotonic()), settle=0.5)
-    prepared_by = time.monotonic()
+    began = time.monotonic()
+    await pl.produce(prefill, dep.topics(), dep.bootstrap)
+    await wait_drained(
+        dep.topics(), dep.bootstrap, dep.app_id, timeout=max(1.0, deadline - time.monotonic()), settle=0.5
+    )
+    return _Feed(market, rng, accounts, universe, len(prefill), round(time.monotonic() - began, 1))
+
+
+async def _latency_drive(dep: Deployment, spec: LatencySpec, deadline: float, profile: bool) -> dict[str, Any]:
+    from aiokafka import AIOKafkaProducer
+
+    topics = dep.topics()
+    feed = await _prefilled(dep, spec, deadline, "L")
+    market, rng, accounts, universe = feed.market, feed.rng, feed.accounts, feed.universe
 
     sent: dict[str, float] = {}
     received: dict[str, float] = {}
@@ -846,8 +866,8 @@ async def _latency_drive(dep: Deployment, spec: LatencySpec, deadline: float, pr
         "decisions_matched": len(received),
         "other_decisions": others["decisions"],
         "worker_cpu_share": None if busy is None else round(busy, 2),
-        "prefill_events": len(prefill),
-        "prefill_s": round(prepared_by - prefill_began, 1),
+        "prefill_events": feed.events,
+        "prefill_s": feed.seconds,
         "profile": profile,
     }
 
@@ -897,18 +917,10 @@ async def _client_drive(dep: Deployment, spec: LatencySpec, deadline: float) -> 
     from aiokafka import AIOKafkaProducer
 
     from streams.client import GuardClient, is_local
-    from streams.kafka_io import wait_drained
 
     topics = dep.topics()
-    market = _Market(spec.symbols, spec.seed)
-    rng = random.Random(spec.seed)
-    accounts = [f"C{i:03d}" for i in range(spec.accounts)]
-    universe = {a: rng.sample(market.names, min(40, len(market.names))) for a in accounts}
-    prefill = [_envelope("equity", a, {"account": a, "ts": SESSION_OPEN_MS, "equity": 1_000_000.0}) for a in accounts]
-    for k in range(spec.prefill):
-        prefill += [_envelope("bars", b["symbol"], b) for b in market.bars(SESSION_OPEN_MS + k * 1000)]
-    await pl.produce(prefill, topics, dep.bootstrap)
-    await wait_drained(topics, dep.bootstrap, dep.app_id, timeout=max(1.0, deadline - time.monotonic()), settle=0.5)
+    feed = await _prefilled(dep, spec, deadline, "C")
+    market, rng, accounts, universe = feed.market, feed.rng, feed.accounts, feed.universe
 
     id_prefix = f"cli-{dep.tag}-"
     sent: dict[str, float] = {}
