@@ -481,7 +481,11 @@ class SyncGuardClient:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="riskguard-client", daemon=True)
         self._thread.start()
-        self.client: GuardClient = self._call(self._make(args, kwargs))
+        try:
+            self.client: GuardClient = self._call(self._make(args, kwargs))
+        except BaseException:
+            self._close_loop()
+            raise
 
     @staticmethod
     async def _make(args: tuple[Any, ...], kwargs: dict[str, Any]) -> GuardClient:
@@ -503,9 +507,12 @@ class SyncGuardClient:
         try:
             self._call(self.client.stop())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-            self._loop.close()
+            self._close_loop()
+
+    def _close_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
 
     def __enter__(self) -> SyncGuardClient:
         return self.start()

@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from schemas.config import load_config
 from schemas.inputs import Fill, Signal
-from schemas.outputs import Action, Decision
+from schemas.outputs import Action, Decision, Halt
 from streams.client import (
     TIMEOUT_REASON,
     GuardClient,
@@ -31,6 +31,7 @@ from streams.client import (
 )
 from streams.kafka_io import ensure_topics, publish
 from streams.security import PASSWORD_ENV, KafkaSecurity
+from streams.testing import TapeBuilder
 from streams.topology import Topics
 from tests.integration.conftest import Deployment, stop
 from tests.integration.test_security import SaslBroker, sasl_broker  # noqa: F401 - the module's SASL broker
@@ -65,7 +66,7 @@ def _prefix(deployment: Deployment) -> str:
 
 def test_check_when_worker_running_then_each_signal_gets_its_own_decision_by_id(deployment: Deployment) -> None:
     prefix = _prefix(deployment)
-    assert {decision_partition(a, 4) for a in ACCOUNTS} == {0, 1, 2, 3}  # the accounts span every partition
+    assert {decision_partition(a, 4) for a in ACCOUNTS} == {0, 1, 2, 3}  # every partition; a2 and a3 share one
     worker = deployment.start_worker("w1", store="memory://")
     try:
         asyncio.run(publish(_equity_lines(ACCOUNTS), Topics(prefix), deployment.bootstrap, ordered=True, timeout=60))
@@ -193,3 +194,36 @@ def test_client_when_scram_credentials_in_env_then_decides_through_sasl_and_refu
     assert not is_local(decision)
     assert decision.decision_id == expected_decision_id(_signal("a1", 1))
     assert (decision.action, decision.qty) == (Action.ALLOW, 95.0)
+
+
+def test_stream_when_accounts_given_then_their_decisions_and_halts_and_no_others(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "stream-test-control-key"
+    monkeypatch.setenv("RISKGUARD_CONTROL_KEY", key)
+    topics = Topics(_prefix(deployment))
+    worker = deployment.start_worker("w1", store="memory://")
+    try:
+        asyncio.run(publish(_equity_lines(ACCOUNTS), topics, deployment.bootstrap, ordered=True, timeout=60))
+        halt = TapeBuilder().control("HALT", "a2", "2024-01-15T14:05:00Z", "n-1", "2024-01-15T15:00:00Z", key.encode())
+
+        async def follow() -> list[Decision | Halt]:
+            async with GuardClient(deployment.bootstrap, config=deployment.config) as client:
+                await asyncio.gather(*(client.check(_signal(a, 1), timeout=30) for a in ACCOUNTS))
+                await publish(halt.to_bytes(), topics, deployment.bootstrap, ordered=True, timeout=60)
+                seen: list[Decision | Halt] = []
+                async with asyncio.timeout(30):
+                    async for output in client.stream(["a1", "a2"], from_beginning=True):
+                        seen.append(output)
+                        if any(isinstance(o, Halt) for o in seen) and len(seen) >= 3:
+                            break
+                return seen
+
+        seen = asyncio.run(follow())
+    finally:
+        stop(worker)
+
+    decisions = [o for o in seen if isinstance(o, Decision)]  # a3 shares a2's partition: its decision is skipped
+    halts = [o for o in seen if isinstance(o, Halt)]
+    assert sorted(d.decision_id for d in decisions) == sorted(expected_decision_id(_signal(a, 1)) for a in ("a1", "a2"))
+    assert [(h.account, h.state.value, h.reason) for h in halts] == [("a2", "HALTED", "operator_halt")]

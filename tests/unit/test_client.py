@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import orjson
@@ -10,6 +11,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
+from schemas.config import ConfigError
 from schemas.inputs import Signal
 from schemas.outputs import Action, Decision, Layer
 from streams.client import (
@@ -17,6 +19,7 @@ from streams.client import (
     ClientSettings,
     GuardClient,
     LocalDecision,
+    SyncGuardClient,
     decision_partition,
     expected_decision_id,
     fail_closed,
@@ -180,3 +183,10 @@ def test_check_when_client_not_started_then_raises_instead_of_sending(monkeypatc
 def test_local_decision_when_built_then_is_a_decision_for_type_checkers_and_callers() -> None:
     assert isinstance(fail_closed(SIGNAL, 1.0), Decision)
     assert issubclass(LocalDecision, Decision)
+
+
+def test_sync_client_when_config_unreadable_then_raises_and_leaves_no_loop_thread(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        SyncGuardClient(config=tmp_path / "missing.yaml")
+
+    assert not [t for t in threading.enumerate() if t.name == "riskguard-client"]
