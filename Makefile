@@ -26,9 +26,9 @@ lock: install
 		$(LOCK_ARGS) pyproject.toml -o $(LOCK)
 
 lint: install
-	$(BIN)/ruff check streams schemas tests bench
-	$(BIN)/ruff format --check streams schemas tests bench
-	$(BIN)/mypy --strict streams/core streams/worker schemas
+	$(BIN)/ruff check streams schemas tests bench examples
+	$(BIN)/ruff format --check streams schemas tests bench examples
+	$(BIN)/mypy --strict streams/core streams/worker streams/audit schemas streams/client.py examples
 
 KAFKA_TEST_PORT ?= 19092
 

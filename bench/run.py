@@ -11,6 +11,9 @@ Sections (each its own function, each bounded in time; pick some with `--only re
 - latency   a worker under bars for 500 symbols every second and 1,000 signals/s (unique ids); a
             consumer on the decisions topic matches each decision to its signal by `source_id`:
             wall-clock latency from the signal's produce call to its decision's arrival.
+- client    `streams.client.GuardClient.check()` at 20 signals/s (50 symbols ticking once a second): call ->
+            decision returned, beside a raw consumer of the decisions topic timing the same signals
+            (call -> arrival), so the client's own cost is the difference.
 - clusters  `ClusterState` recompute for 500 symbols, window 30 (median of many timestamps).
 - rss       VmRSS of a worker holding 500 symbols x 1,000 accounts of state.
 - audit     `riskguard audit`'s throughput, decisions and halts verified per second: in memory on the
@@ -62,8 +65,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "out" / "bench"
 SP500 = ROOT.parent / "shared" / "data" / "sp500_daily_2018-01-02_2018-02-07.csv"
-SECTIONS = ("replay", "real", "pipeline", "latency", "clusters", "rss", "audit")
-KAFKA_SECTIONS = frozenset({"pipeline", "latency", "rss", "audit"})
+SECTIONS = ("replay", "real", "pipeline", "latency", "client", "clusters", "rss", "audit")
+KAFKA_SECTIONS = frozenset({"pipeline", "latency", "client", "rss", "audit"})
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
 SESSION_OPEN_MS = 1_704_205_800_000  # 2024-01-02 09:30 America/New_York, the first bar of the synthetic feeds
 
@@ -92,6 +95,7 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "light_latency_ms_p50_is_lower_bound",
         "light_latency_ms_p99_is_lower_bound",
     ),
+    "client": ("client_check_ms_p50", "client_check_ms_p99", "client_raw_ms_p50", "client_raw_ms_p99"),
     "clusters": ("cluster_recompute_ms_500",),
     "rss": ("worker_rss_mib_500x1000",),
     "audit": ("audit_core_decisions_per_s", "audit_kafka_decisions_per_s", "audit_core_events_per_s"),
@@ -524,7 +528,16 @@ class Run:
 
     def budget(self, section: str) -> float:
         """Seconds a section may take (its deadline is checked inside its loops)."""
-        full = {"replay": 300, "real": 120, "pipeline": 900, "latency": 300, "clusters": 120, "rss": 420, "audit": 300}
+        full = {
+            "replay": 300,
+            "real": 120,
+            "pipeline": 900,
+            "latency": 300,
+            "client": 150,
+            "clusters": 120,
+            "rss": 420,
+            "audit": 300,
+        }
         return full[section] / (4 if self.quick else 1)
 
 
@@ -726,23 +739,43 @@ class _Market:
         return rows
 
 
-async def _latency_drive(dep: Deployment, spec: LatencySpec, deadline: float, profile: bool) -> dict[str, Any]:
-    from aiokafka import AIOKafkaProducer
+@dataclass
+class _Feed:
+    """The latency feeds' market, random stream, accounts and their universes, after the prefill."""
 
+    market: _Market
+    rng: random.Random
+    accounts: list[str]
+    universe: dict[str, list[str]]
+    events: int
+    seconds: float
+
+
+async def _prefilled(dep: Deployment, spec: LatencySpec, deadline: float, prefix: str) -> _Feed:
+    """Equity for the spec's accounts and its prefill bar timestamps, produced and drained by the worker."""
     from streams.kafka_io import wait_drained
 
-    topics = dep.topics()
     market = _Market(spec.symbols, spec.seed)
     rng = random.Random(spec.seed)
-    accounts = [f"L{i:03d}" for i in range(spec.accounts)]
+    accounts = [f"{prefix}{i:03d}" for i in range(spec.accounts)]
     universe = {a: rng.sample(market.names, min(40, len(market.names))) for a in accounts}
     prefill = [_envelope("equity", a, {"account": a, "ts": SESSION_OPEN_MS, "equity": 1_000_000.0}) for a in accounts]
     for k in range(spec.prefill):
         prefill += [_envelope("bars", b["symbol"], b) for b in market.bars(SESSION_OPEN_MS + k * 1000)]
-    prefill_began = time.monotonic()
-    await pl.produce(prefill, topics, dep.bootstrap)
-    await wait_drained(topics, dep.bootstrap, dep.app_id, timeout=max(1.0, deadline - time.monotonic()), settle=0.5)
-    prepared_by = time.monotonic()
+    began = time.monotonic()
+    await pl.produce(prefill, dep.topics(), dep.bootstrap)
+    await wait_drained(
+        dep.topics(), dep.bootstrap, dep.app_id, timeout=max(1.0, deadline - time.monotonic()), settle=0.5
+    )
+    return _Feed(market, rng, accounts, universe, len(prefill), round(time.monotonic() - began, 1))
+
+
+async def _latency_drive(dep: Deployment, spec: LatencySpec, deadline: float, profile: bool) -> dict[str, Any]:
+    from aiokafka import AIOKafkaProducer
+
+    topics = dep.topics()
+    feed = await _prefilled(dep, spec, deadline, "L")
+    market, rng, accounts, universe = feed.market, feed.rng, feed.accounts, feed.universe
 
     sent: dict[str, float] = {}
     received: dict[str, float] = {}
@@ -845,8 +878,8 @@ async def _latency_drive(dep: Deployment, spec: LatencySpec, deadline: float, pr
         "decisions_matched": len(received),
         "other_decisions": others["decisions"],
         "worker_cpu_share": None if busy is None else round(busy, 2),
-        "prefill_events": len(prefill),
-        "prefill_s": round(prepared_by - prefill_began, 1),
+        "prefill_events": feed.events,
+        "prefill_s": feed.seconds,
         "profile": profile,
     }
 
@@ -885,6 +918,118 @@ def section_latency(run: Run) -> dict[str, Any]:
         k: light[k] for k in ("latency_ms", "latency_ms_to_worker_send", "achieved_signals_per_s", "tape") if k in light
     }
     result["metrics"].update({f"light_{key}": value for key, value in light["metrics"].items()})
+    return {**result, "partitions": run.partitions}
+
+
+CLIENT_LOAD = LatencySpec(symbols=50, accounts=20, signals_per_s=20, seconds=15.0, prefill=3)
+
+
+async def _client_drive(dep: Deployment, spec: LatencySpec, deadline: float) -> dict[str, Any]:
+    """`check()` at `spec.signals_per_s` (concurrent calls) while bars tick; a raw consumer times the same signals."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.client import GuardClient, is_local
+
+    topics = dep.topics()
+    feed = await _prefilled(dep, spec, deadline, "C")
+    market, rng, accounts, universe = feed.market, feed.rng, feed.accounts, feed.universe
+
+    id_prefix = f"cli-{dep.tag}-"
+    sent: dict[str, float] = {}
+    returned: dict[str, float] = {}
+    raw: dict[str, float] = {}
+    local = {"timeouts": 0}
+    finished: dict[str, float] = {}
+
+    def take(records: list[Any], now: float) -> None:
+        for rec in records:
+            sid = orjson.loads(rec.value).get("source_id", "")
+            if sid.startswith(id_prefix):
+                raw[sid] = now
+
+    def done() -> bool:
+        return "at" in finished and (len(raw) >= len(sent) or time.monotonic() - finished["at"] > 10.0)
+
+    ready = asyncio.Event()
+    watcher = asyncio.create_task(
+        _consume_decisions(dep.bootstrap, topics.name("decisions"), take, done, deadline + 20, ready)
+    )
+    await ready.wait()
+    n = 0
+
+    def signal(account: str, ts: int, warm: bool = False) -> dict[str, Any]:
+        nonlocal n
+        n += 1
+        return {
+            "signal_id": f"{'warm-' if warm else id_prefix}{n:07d}",
+            "account": account,
+            "symbol": rng.choice(universe[account]),
+            "ts": ts,
+            "strategy": "bench",
+            "target_weight": round(rng.choice((-1, 1)) * rng.uniform(0.004, 0.04), 4),
+        }
+
+    async def ask(client: GuardClient, value: dict[str, Any]) -> None:
+        sent[value["signal_id"]] = time.time()
+        decision = await client.check(value, timeout=5.0)
+        returned[value["signal_id"]] = time.time()
+        local["timeouts"] += is_local(decision)
+
+    producer = AIOKafkaProducer(bootstrap_servers=dep.bootstrap, linger_ms=1, acks=1)
+    await producer.start()
+    began = time.monotonic()
+    try:
+        async with GuardClient(dep.bootstrap, dep.prefix, dep.partitions) as client:
+            warm_ts = SESSION_OPEN_MS + spec.prefill * 1000 - 1
+            await asyncio.gather(*(client.check(signal(a, warm_ts, warm=True), timeout=10.0) for a in accounts))
+            calls: list[asyncio.Task[None]] = []
+            begin = time.monotonic()
+            second = 0
+            while second < spec.seconds and time.monotonic() < deadline:
+                bar_ts = SESSION_OPEN_MS + (spec.prefill + second) * 1000
+                for bar in market.bars(bar_ts):
+                    await producer.send(topics.name("bars"), key=bar["symbol"].encode(), value=orjson.dumps(bar))
+                for k in range(spec.signals_per_s):
+                    await asyncio.sleep(max(0.0, begin + second + k / spec.signals_per_s - time.monotonic()))
+                    account = accounts[n % len(accounts)]
+                    ts = bar_ts + k * (1000 // spec.signals_per_s)
+                    calls.append(asyncio.create_task(ask(client, signal(account, ts))))
+                second += 1
+            await asyncio.gather(*calls)
+    finally:
+        finished["at"] = time.monotonic()
+        await producer.stop()
+    await watcher
+    until = time.time()
+    check = latency_summary(sent, returned, until=until)
+    consumer = latency_summary(sent, raw, until=until)
+    return {
+        "metrics": {
+            "client_check_ms_p50": check["p50"],
+            "client_check_ms_p99": check["p99"],
+            "client_raw_ms_p50": consumer["p50"],
+            "client_raw_ms_p99": consumer["p99"],
+        },
+        "check_ms": check,
+        "raw_consumer_ms": consumer,
+        "fail_closed": local["timeouts"],
+        "signals_sent": len(sent),
+        "measured_s": round(finished["at"] - began, 1),
+        "tape": f"{spec.symbols} symbols (a bar each per second), {spec.accounts} accounts, "
+        f"{spec.signals_per_s} signals/s through GuardClient.check() for {spec.seconds:.0f} s",
+    }
+
+
+def section_client(run: Run) -> dict[str, Any]:
+    """`GuardClient.check()` latency at light load, beside a raw consumer's on the same signals."""
+    spec = CLIENT_LOAD if not run.quick else LatencySpec(symbols=20, accounts=8, signals_per_s=20, seconds=5, prefill=3)
+    deadline = time.monotonic() + run.budget("client")
+    dep = Deployment(run.bootstrap, WORK / "client", run.partitions)
+    try:
+        dep.start()
+        result = asyncio.run(_client_drive(dep, spec, deadline))
+    finally:
+        dep.close()
     return {**result, "partitions": run.partitions}
 
 
@@ -1004,6 +1149,7 @@ SECTION_FUNCTIONS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "real": section_real,
     "pipeline": section_pipeline,
     "latency": section_latency,
+    "client": section_client,
     "clusters": section_clusters,
     "rss": section_rss,
     "audit": section_audit,

@@ -1,8 +1,11 @@
 """`riskguard demo` (`make run`): broker, worker, a session published in order, decisions shown live.
 
-Starts the local broker unless KAFKA_BOOTSTRAP_SERVERS answers, starts one worker, publishes a
-generated session (or the real S&P 500 daily bars of ../shared/data with `--data`), prints every
-decision and halt as the worker publishes it, and on the end or Ctrl-C stops what it started.
+Starts the local broker unless KAFKA_BOOTSTRAP_SERVERS answers, starts one worker, and plays a
+generated session live: its bars are published as the market feed while the example execution
+service (`examples/execution_service.py`, on `streams.client`) trades the session's signals through
+the guard, filling what it allows with the decision's id and marking equity. The real S&P 500 daily
+bars of ../shared/data (`--data`) have no signals and are published as they are, in order. Every
+decision and halt is printed as the worker publishes it; on the end or Ctrl-C it stops what it started.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +114,65 @@ async def watch(
     return seen
 
 
+EXECUTION_SERVICE = Path(__file__).resolve().parents[1] / "examples" / "execution_service.py"
+BAR_TIME_S = 0.25
+"""Wall-clock seconds per bar time of the demo's market feed (the generated session: 360 bar times, 90 s).
+
+The demo compresses time, but an execution round trip (decision -> service -> fill back at the guard)
+must stay well inside `pending_ttl` of event time (5 min = 1.25 s here): faster, the guard expires a
+pending exit before its fill arrives and decides it again, and the late fills overshoot the position."""
+SERVICE_LIMIT_S = 600.0
+
+
+@dataclass(frozen=True)
+class Session:
+    """A demo tape split the way the demo plays it: market data, strategy signals, opening equity."""
+
+    bars: list[bytes]
+    signals: list[bytes]
+    equity: float
+    bar_times: int
+
+    @property
+    def bar_rate(self) -> float:
+        """Bars per second that play one bar time every `BAR_TIME_S`."""
+        return len(self.bars) / max(self.bar_times, 1) / BAR_TIME_S
+
+
+def split_session(tape: list[bytes]) -> Session | None:
+    """The tape as a market feed and a strategy's signals (its fills and equity marks are left out: the example
+    execution service makes its own from the guard's decisions); None when the tape has no signals."""
+    bars: list[bytes] = []
+    signals: list[bytes] = []
+    equity = 0.0
+    times: set[Any] = set()
+    for line in tape:
+        envelope = orjson.loads(line)
+        if envelope["topic"] == "bars":
+            bars.append(line)
+            times.add(envelope["value"]["ts"])
+        elif envelope["topic"] == "signals":
+            signals.append(orjson.dumps(envelope["value"]))
+        elif envelope["topic"] == "equity" and not equity:
+            equity = float(envelope["value"]["equity"])
+    if not signals:
+        return None
+    return Session(bars, signals, equity or 1_000_000.0, len(times))
+
+
+def start_service(
+    session: Session, demo_config: Path, workdir: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes] | None:
+    """The example execution service (examples/execution_service.py) on the session's signals; None without it."""
+    if not EXECUTION_SERVICE.is_file():
+        return None
+    signals = workdir / "signals.jsonl"
+    signals.write_bytes(b"\n".join(session.signals) + b"\n")
+    argv = [sys.executable, str(EXECUTION_SERVICE), "--signals", str(signals), "--config", str(demo_config)]
+    argv += ["--equity", str(session.equity), "--quiet-halts"]
+    return subprocess.Popen(argv, env={**env, "PYTHONUNBUFFERED": "1"})  # noqa: S603 - our own example
+
+
 def run_demo(
     config: Config,
     config_path: Path | None,
@@ -117,7 +180,13 @@ def run_demo(
     show: Callable[[Output], None],
     say: Callable[[str], None],
 ) -> None:
-    """Run the whole demo; everything it starts is stopped on the way out."""
+    """Run the whole demo; everything it starts is stopped on the way out.
+
+    A tape with signals is played live: the demo publishes its bars as the market feed and the example
+    execution service trades its signals through the guard (`streams.client`), filling each allowed
+    decision at its price with its `decision_id` and marking equity, so the fills follow the guard's
+    decisions as they are made. A tape without signals (the S&P 500 books) is published as it is, in order.
+    """
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     host, _, port = bootstrap.partition(":")
     broker: Broker | None = None
@@ -137,6 +206,7 @@ def run_demo(
         "RISKGUARD_APP_ID": f"riskguard-demo-{tag}",
         "RISKGUARD_WEB_PORT": os.environ.get("RISKGUARD_WEB_PORT", "6066"),
     }
+    services: list[subprocess.Popen[bytes]] = []
     log = (workdir / "worker.log").open("wb")
     worker = subprocess.Popen(  # noqa: S603 - our own CLI
         [sys.executable, "-m", "streams.cli", "worker", "--config", str(demo_config)],
@@ -147,13 +217,23 @@ def run_demo(
     try:
         _wait_healthy(worker, int(env["RISKGUARD_WEB_PORT"]))
         web = f"http://127.0.0.1:{env['RISKGUARD_WEB_PORT']}/health"
-        say(f"worker up (pid {worker.pid}, {web}); publishing {len(tape)} events in order")
+        session = split_session(tape)
+        playing = f"{len(session.bars)} bars live" if session is not None else f"{len(tape)} events in order"
+        say(f"worker up (pid {worker.pid}, {web}); publishing {playing}")
         topics = Topics(prefix)
 
         async def main() -> int:
             stop = asyncio.Event()
             watcher = asyncio.create_task(watch(topics, bootstrap, show, stop, idle=5.0))
-            counts = await publish(tape, topics, bootstrap, ordered=True)
+            service = start_service(session, demo_config, workdir, env) if session is not None else None
+            if service is not None:
+                services.append(service)  # stopped on the way out whatever happens
+            if session is None or service is None:
+                counts = await publish(tape, topics, bootstrap, ordered=True)
+            else:
+                say(f"execution service up (pid {service.pid}): {len(session.signals)} signals to trade")
+                counts = await publish(session.bars, topics, bootstrap, rate=session.bar_rate)
+                await asyncio.to_thread(_wait_service, service, say)
             say("published " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
             await wait_drained(topics, bootstrap, env["RISKGUARD_APP_ID"], timeout=600)
             stop.set()
@@ -164,6 +244,8 @@ def run_demo(
     except KeyboardInterrupt:
         say("interrupted: stopping what the demo started")
     finally:
+        for service in services:
+            _stop(service)
         worker.terminate()
         try:
             worker.wait(timeout=30)
@@ -171,6 +253,26 @@ def run_demo(
             worker.kill()
         if broker is not None:
             say(f"kafka: {down(broker)}")
+
+
+def _wait_service(service: subprocess.Popen[bytes], say: Callable[[str], None]) -> None:
+    try:
+        code = service.wait(timeout=SERVICE_LIMIT_S)
+    except subprocess.TimeoutExpired:
+        say(f"the execution service did not finish within {SERVICE_LIMIT_S:.0f} s: stopped")
+        _stop(service)
+        return
+    if code != 0:
+        say(f"the execution service exited with {code}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def _wait_healthy(worker: subprocess.Popen[bytes], port: int) -> None:

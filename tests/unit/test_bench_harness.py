@@ -139,7 +139,7 @@ def test_assemble_when_only_some_sections_then_others_carried_over() -> None:
     assert results["sections"]["replay"]["carried_over"] is True
     assert results["sections"]["replay"]["started"] == "old"
     assert "metrics" not in results["sections"]["clusters"]
-    assert set(SECTION_KEYS) == {"replay", "real", "pipeline", "latency", "clusters", "rss", "audit"}
+    assert set(SECTION_KEYS) == {"replay", "real", "pipeline", "latency", "client", "clusters", "rss", "audit"}
 
 
 def test_cluster_timing_when_small_then_median_over_runs() -> None:
