@@ -44,6 +44,17 @@ system-deps:
 	else \
 		echo "system-deps: missing$$missing (Debian: sudo apt-get install --no-install-recommends$$missing); the tests that need them fail" >&2; \
 	fi
+	@$(MAKE) --no-print-directory $(COMPOSE_SPEC)
+
+# The Compose Specification's own validator (compose-go, the loader inside `docker compose`): checks
+# docker-compose.yml where the `docker compose` plugin is missing. Built once by Go from the Go proxy.
+COMPOSE_GO   := github.com/compose-spec/compose-go/v2/cmd@v2.4.4
+COMPOSE_SPEC := .cache/bin/compose-spec
+$(COMPOSE_SPEC):
+	@if docker compose version >/dev/null 2>&1; then exit 0; fi; \
+	if ! command -v go >/dev/null; then echo "system-deps: no docker compose and no Go to build compose-spec; the compose test fails" >&2; exit 0; fi; \
+	mkdir -p .cache/gobin && GOBIN=$(CURDIR)/.cache/gobin go install $(COMPOSE_GO) && \
+	mkdir -p .cache/bin && mv .cache/gobin/cmd $(COMPOSE_SPEC)
 
 # Runs every test on one broker: the one answering on KAFKA_TEST_PORT; else, when a Docker engine answers,
 # testcontainers' Kafka (started by the tests' fixture, tests/integration/brokers.py); else the local broker
