@@ -457,28 +457,35 @@ def _result(sim: _Simulation, engine: Engine) -> BacktestResult:
 
 
 def to_vectorbt(result: BacktestResult) -> dict[str, Any]:
-    """Keyword arguments of `vectorbt.Portfolio.from_orders` that replay the result's fills.
+    """Keyword arguments of `vectorbt.Portfolio.from_orders` that replay the result's fills, one order each.
 
-    One order per timestamp and symbol (the net of its fills, at their volume-weighted price, which already
-    holds the slippage), `size_type="amount"`, fees as the commission rate, one cash pool for the book and
-    sells before buys within a timestamp (`call_seq="auto"`). vectorbt's final value equals the result's
-    equity as long as the simulated cash stays >= 0 (vectorbt does not lend; the guard's `buying_power`
-    rule keeps it so).
+    `size` is the signed quantity of each fill and `price` its price (which holds the slippage), with
+    `size_type="amount"`, the commission rate as `fees`, one cash pool for the book (`cash_sharing`) and sells
+    before buys within a row (`call_seq="auto"`). vectorbt takes one order per row and column: when a symbol
+    fills more than once at a timestamp (an entry at the next open stopped out on the same bar), the earlier
+    fills get rows of their own a nanosecond apart just before it, so the value at every timestamp of the result
+    is the result's equity (`portfolio.value().reindex(result.equity.index)`), as long as the simulated cash
+    stays >= 0 (vectorbt does not lend; the guard's `buying_power` rule keeps it so).
     """
     close = result.close
-    size = pd.DataFrame(np.nan, index=close.index, columns=close.columns)
-    price = close.copy()
-    if len(result.fills):
-        fills = result.fills.assign(signed=np.where(result.fills["side"] == "BUY", 1.0, -1.0) * result.fills["qty"])
-        fills = fills.assign(value=fills["qty"] * fills["price"])
-        net = fills.pivot_table(index="ts", columns="symbol", values="signed", aggfunc="sum")
-        value = fills.pivot_table(index="ts", columns="symbol", values="value", aggfunc="sum")
-        qty = fills.pivot_table(index="ts", columns="symbol", values="qty", aggfunc="sum")
-        net = net.where(net.abs() > 1e-12)
-        size.update(net)
-        price.update((value / qty).where(net.notna()))
+    fills = result.fills
+    if len(fills):
+        count = fills.groupby(["ts", "symbol"], sort=False)["qty"].transform("size")
+        order = fills.groupby(["ts", "symbol"], sort=False).cumcount()
+        at = fills["ts"] - pd.to_timedelta(count - 1 - order, unit="ns")
+        fills = fills.assign(at=at, signed=np.where(fills["side"] == "BUY", 1.0, -1.0) * fills["qty"])
+        rows = close.index.union(pd.DatetimeIndex(fills["at"]).unique())
+    else:
+        fills = fills.assign(at=fills["ts"], signed=fills["qty"])
+        rows = close.index
+    marks = close.reindex(rows).bfill().ffill()
+    size = pd.DataFrame(np.nan, index=rows, columns=close.columns)
+    price = marks.copy()
+    if len(fills):
+        size.update(fills.pivot(index="at", columns="symbol", values="signed"))
+        price.update(fills.pivot(index="at", columns="symbol", values="price"))
     return {
-        "close": close,
+        "close": marks,
         "size": size,
         "price": price,
         "size_type": "amount",
