@@ -31,7 +31,7 @@ lock: install
 lint: install
 	$(BIN)/ruff check streams schemas tests bench examples
 	$(BIN)/ruff format --check streams schemas tests bench examples
-	$(BIN)/mypy --strict streams/core streams/worker streams/audit schemas streams/client.py streams/backtest.py examples
+	$(BIN)/mypy --strict streams/core streams/worker streams/audit schemas streams/client.py streams/backtest.py streams/nautilus.py examples
 
 KAFKA_TEST_PORT ?= 19092
 

@@ -39,6 +39,7 @@ from streams.tape import replay
 __all__ = [
     "LEDGER_COLUMNS",
     "BacktestResult",
+    "ConfigSource",
     "load_frame_config",
     "read_bars_csv",
     "read_yahoo_csv",
@@ -52,9 +53,11 @@ HALT_COLUMNS = ("ts", "state", "previous_state", "reason")
 BAR_COLUMNS = ("ts", "symbol", "open", "high", "low", "close", "volume")
 TRADED = (Action.ALLOW, Action.CLIP)
 FillMode = Literal["decision", "next_open"]
+ConfigSource = Config | Mapping[str, Any] | str | Path | None
+"""A loaded Config, a mapping, a path to a YAML file, or YAML text (None: the defaults)."""
 
 
-def load_frame_config(config: Config | Mapping[str, Any] | str | Path | None) -> Config:
+def load_frame_config(config: ConfigSource) -> Config:
     """A config from a loaded Config, a mapping, a path to a YAML file, or YAML text (None: the defaults)."""
     if config is None or isinstance(config, Config):
         return config if config is not None else config_from_dict({}, "<defaults>")
@@ -373,7 +376,7 @@ class _Simulation:
 def run_frame(
     bars: pd.DataFrame,
     targets: pd.DataFrame,
-    config: Config | Mapping[str, Any] | str | Path | None,
+    config: ConfigSource,
     initial_balance: float = 100_000,
     account: str = "bt",
     fill: FillMode = "decision",
