@@ -369,7 +369,9 @@ class _Simulation:
         }
         if fee > 0:
             value["fee"] = fee
-        self.fills.append((ms, decision.symbol, side, decision.qty, price, fee, decision.decision_id, decision.origin))
+        self.fills.append(
+            (ms, decision.symbol, side, decision.qty, price, fee, decision.decision_id, str(decision.origin))
+        )
         return self._line("fills", self.account, value)
 
 
@@ -417,7 +419,6 @@ def _result(sim: _Simulation, engine: Engine) -> BacktestResult:
     )
     fills = pd.DataFrame(sim.fills, columns=list(FILL_COLUMNS))
     fills["ts"] = pd.to_datetime(fills["ts"].astype("int64"), unit="ms", utc=True)
-    fills["origin"] = fills["origin"].astype(str)
     halts_list = [o.value for o in sim.outputs if isinstance(o.value, Halt) and o.value.account == sim.account]
     halts = pd.DataFrame(
         {
