@@ -19,16 +19,19 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Refreshes $(LOCK) from pyproject.toml (runtime + dev extras, every platform, Python 3.11), keeping the
+# Refreshes $(LOCK) from pyproject.toml (runtime + the extras below, every platform, Python 3.11), keeping the
 # versions already locked where they still fit; LOCK_ARGS=--upgrade (or "--upgrade-package NAME") bumps them.
+# The backtest extras (pandas, vectorbt, nautilus_trader: docs/backtesting.md) are locked, so `make install`
+# installs them and `make test` tests the adapters.
+LOCK_EXTRAS := dev backtest vectorbt nautilus
 lock: install
-	$(BIN)/uv pip compile --quiet --custom-compile-command "make lock" --universal --python-version 3.11 --generate-hashes --extra dev \
-		$(LOCK_ARGS) pyproject.toml -o $(LOCK)
+	$(BIN)/uv pip compile --quiet --custom-compile-command "make lock" --universal --python-version 3.11 --generate-hashes \
+		$(foreach extra,$(LOCK_EXTRAS),--extra $(extra)) $(LOCK_ARGS) pyproject.toml -o $(LOCK)
 
 lint: install
 	$(BIN)/ruff check streams schemas tests bench examples
 	$(BIN)/ruff format --check streams schemas tests bench examples
-	$(BIN)/mypy --strict streams/core streams/worker streams/audit schemas streams/client.py examples
+	$(BIN)/mypy --strict streams/core streams/worker streams/audit schemas streams/client.py streams/backtest.py streams/nautilus.py examples
 
 KAFKA_TEST_PORT ?= 19092
 

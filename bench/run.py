@@ -65,7 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "out" / "bench"
 SP500 = ROOT.parent / "shared" / "data" / "sp500_daily_2018-01-02_2018-02-07.csv"
-SECTIONS = ("replay", "real", "pipeline", "latency", "client", "clusters", "rss", "audit")
+SECTIONS = ("replay", "real", "pipeline", "latency", "client", "clusters", "rss", "audit", "backtest")
 KAFKA_SECTIONS = frozenset({"pipeline", "latency", "client", "rss", "audit"})
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
 SESSION_OPEN_MS = 1_704_205_800_000  # 2024-01-02 09:30 America/New_York, the first bar of the synthetic feeds
@@ -99,6 +99,7 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "clusters": ("cluster_recompute_ms_500",),
     "rss": ("worker_rss_mib_500x1000",),
     "audit": ("audit_core_decisions_per_s", "audit_kafka_decisions_per_s", "audit_core_events_per_s"),
+    "backtest": ("backtest_frame_s_500x252", "backtest_frame_bars_per_s", "backtest_frame_lines_per_s"),
 }
 
 
@@ -537,6 +538,7 @@ class Run:
             "clusters": 120,
             "rss": 420,
             "audit": 300,
+            "backtest": 300,
         }
         return full[section] / (4 if self.quick else 1)
 
@@ -1144,6 +1146,13 @@ def section_audit(run: Run) -> dict[str, Any]:
     }
 
 
+def section_backtest(run: Run) -> dict[str, Any]:
+    """The DataFrame API (streams.backtest.run_frame) on 500 symbols x one year of daily bars."""
+    from bench.backtest_frame import measure
+
+    return measure(*((100, 60) if run.quick else (500, 252)), seed=run.seed)
+
+
 SECTION_FUNCTIONS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "replay": section_replay,
     "real": section_real,
@@ -1153,6 +1162,7 @@ SECTION_FUNCTIONS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "clusters": section_clusters,
     "rss": section_rss,
     "audit": section_audit,
+    "backtest": section_backtest,
 }
 
 

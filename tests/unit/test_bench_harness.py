@@ -12,6 +12,7 @@ from bench import flame
 from bench.run import (
     GOALS,
     SECTION_KEYS,
+    SECTIONS,
     assemble,
     bounded,
     cluster_timing,
@@ -139,7 +140,18 @@ def test_assemble_when_only_some_sections_then_others_carried_over() -> None:
     assert results["sections"]["replay"]["carried_over"] is True
     assert results["sections"]["replay"]["started"] == "old"
     assert "metrics" not in results["sections"]["clusters"]
-    assert set(SECTION_KEYS) == {"replay", "real", "pipeline", "latency", "client", "clusters", "rss", "audit"}
+    assert set(SECTION_KEYS) == {
+        "replay",
+        "real",
+        "pipeline",
+        "latency",
+        "client",
+        "clusters",
+        "rss",
+        "audit",
+        "backtest",
+    }
+    assert set(SECTION_KEYS) == set(SECTIONS)
 
 
 def test_cluster_timing_when_small_then_median_over_runs() -> None:

@@ -42,11 +42,12 @@ def locked() -> dict[str, tuple[str, int]]:
 
 
 def requirements(project: dict[str, Any]) -> list[Requirement]:
-    deps = project["project"]["dependencies"] + project["project"]["optional-dependencies"]["dev"]
+    extras = project["project"]["optional-dependencies"]
+    deps = project["project"]["dependencies"] + [dep for name in sorted(extras) for dep in extras[name]]
     return [Requirement(dep) for dep in deps]
 
 
-def test_lock_when_read_then_every_dependency_and_dev_extra_pinned_in_range_with_hashes(
+def test_lock_when_read_then_every_dependency_and_extra_pinned_in_range_with_hashes(
     project: dict[str, Any], locked: dict[str, tuple[str, int]]
 ) -> None:
     for requirement in requirements(project):
