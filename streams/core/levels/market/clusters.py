@@ -118,14 +118,16 @@ class ClusterState:
 
     def on_bar(self, symbol: str, ts: int, close: float) -> ClusterMap | None:
         """Take one bar; return the new map when it completes the pending timestamp, else None."""
-        if not (math.isfinite(close) and close > 0.0):
+        if not 0.0 < close < math.inf:  # finite and > 0 (NaN fails the comparison)
             raise ValueError(f"close must be finite and > 0, got {close!r} for {symbol!r}")
-        if (self._last_ts is not None and ts <= self._last_ts) or (
-            self._pending_ts is not None and ts < self._pending_ts
-        ):
+        pending_ts = self._pending_ts
+        if pending_ts == ts:  # the common case: another bar of the pending timestamp
+            self._pending[symbol] = float(close)
+            return None
+        if (self._last_ts is not None and ts <= self._last_ts) or (pending_ts is not None and ts < pending_ts):
             return None  # late bar: its timestamp's row is already (being) superseded
         result: ClusterMap | None = None
-        if self._pending_ts is not None and ts > self._pending_ts:
+        if pending_ts is not None and ts > pending_ts:
             result = self._complete()
         self._pending_ts = ts
         self._pending[symbol] = float(close)

@@ -57,6 +57,9 @@ class SymbolStage(Level):
         self.closes: dict[str, float] = {}
         self.marks: dict[str, tuple[float, float | None]] = {}  # last close and ATR of every symbol (Level 2's)
         self._watchers_changed = False  # since `touched` last asked
+        self._order: dict[str, tuple[set[str], tuple[str, ...]]] = {}  # watchers, sorted: a bar visits them in order
+        self._budget_on = config.budget.enabled
+        self._cadence_on = config.policy.rebalance_triggers.on_cadence_tick
 
     def book(self, account: str) -> SymbolBook:
         book = self.books.get(account)
@@ -192,12 +195,22 @@ class SymbolStage(Level):
         return [], [item]
 
     def _bar(self, item: Item) -> Result:
-        bar = item.bar
-        self.marks[bar.symbol] = (bar.close, item.notes.get("atr"))
-        if self.config.budget.enabled and bar.symbol in self.watchers:
-            self.closes[bar.symbol] = bar.close
+        bar: Bar = item.event  # type: ignore[assignment]  # a `bar` item carries a Bar (`items.item_for`)
+        symbol = bar.symbol
+        self.marks[symbol] = (bar.close, item.notes.get("atr"))
+        watching = self.watchers.get(symbol)
+        if watching is None:
+            return [], [item]
+        if self._budget_on:
+            self.closes[symbol] = bar.close
+        cached = self._order.get(symbol)
+        if cached is not None and cached[0] is watching and len(cached[1]) == len(watching):
+            order = cached[1]  # a watch set only grows: the same set at the same size has the same members
+        else:
+            order = tuple(sorted(watching))
+            self._order[symbol] = (watching, order)
         work: dict[str, dict[str, Any]] = {}
-        for account in sorted(self.watchers.get(bar.symbol, ())):
+        for account in order:
             note = self._bar_for(account, bar)
             if note:
                 work[account] = note
@@ -233,7 +246,7 @@ class SymbolStage(Level):
         if state.vetoed:
             l3.tick_cooldown(state, rules.stops)
             return {}
-        if state.committed is None or not self.config.policy.rebalance_triggers.on_cadence_tick:
+        if state.committed is None or not self._cadence_on:
             return {}
         due = state.last_eval is None or bar.ts - state.last_eval >= rules.per_symbol.rebalance_cadence
         if not due:
