@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from schemas.config import Config, RiskConfig
-from schemas.inputs import Signal
+from schemas.inputs import Bar, Signal
 from schemas.outputs import ClipRecord, Decision, RebalanceRun, RiskEvent
 from schemas.timefmt import format_ts
 from streams.core import budget as bm
@@ -82,6 +82,7 @@ class PortfolioStage(Level):
         self.shadow = config.mode == "shadow"
         self.books: dict[str, PortfolioBook] = {}
         self.market = PortfolioMarket()
+        self._today_bias = config.rebalance.today_bias is not None
         static = config.risk.clusters.static
         # Static clusters hold from the first event, before Level 2 publishes its first map (SPEC §6.2).
         self.static = {sym: STATIC_PREFIX + name for name, members in sorted(static.items()) for sym in members}
@@ -263,15 +264,20 @@ class PortfolioStage(Level):
             self.market.day_closes[sym] = [day, close, closes[1]]
 
     def _bar(self, item: Item) -> list[Output]:
-        bar = item.bar
+        bar: Bar = item.event  # type: ignore[assignment]  # a `bar` item carries a Bar (`items.item_for`)
+        notes = item.notes
         self.market.closes[bar.symbol] = bar.close
-        if self.config.rebalance.today_bias is not None:
+        if self._today_bias:
             self._day_close(bar.symbol, bar.ts, bar.close)
-        if item.notes.get("atr") is not None:
-            self.market.atr[bar.symbol] = item.notes["atr"]
+        atr = notes.get("atr")
+        if atr is not None:
+            self.market.atr[bar.symbol] = atr
+        work = notes.get("accounts")
+        if not work:
+            return []
         outputs: list[Output] = []
         source = None
-        for account, note in item.notes.get("accounts", {}).items():
+        for account, note in work.items():
             book = self.book(account)
             if "wait" in note:
                 if self._outside_band(account, book, bar.symbol, note["wait"], bar.close, bar.ts):
