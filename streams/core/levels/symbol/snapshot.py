@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from schemas.timefmt import TS_MAX_MS
 from streams.core.items import PARTITION_KEY, dump_view, load_view
 from streams.core.levels.symbol import stops as l3
 from streams.core.levels.symbol.stage import SymbolBook, SymbolStage
@@ -28,9 +29,11 @@ def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
             "symbols": {s: {name: getattr(v, name) for name in _STATE_FIELDS} for s, v in book.symbols.items()},
             "filled": {s: dump_position(p) for s, p in book.filled.items()},
             "ledger": {name: getattr(book.ledger, name) for name in _LEDGER_FIELDS},
-            "seen_fills": sorted(book.seen_fills),
+            "seen_fills": dict(sorted(book.seen_fills.items())),
             "seen_signals": sorted(book.seen_signals),
             "last_signal_ts": book.last_signal_ts,
+            "newest_fill_ts": book.newest_fill_ts,
+            "fills_pruned_at": book.fills_pruned_at,
             "view": dump_view(book.view),
             "drift_alarm": book.drift_alarm,
             "recommendations": book.recommendations,
@@ -55,10 +58,19 @@ def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
         symbols={s: l3.SymbolState(**v) for s, v in data["symbols"].items()},
         filled={s: load_position(p) for s, p in data["filled"].items()},
         ledger=Ledger(**data["ledger"]),
-        seen_fills=set(data["seen_fills"]),
+        seen_fills=_seen_fills(data["seen_fills"]),
         seen_signals=set(data["seen_signals"]),
         last_signal_ts=data["last_signal_ts"],
+        newest_fill_ts=data.get("newest_fill_ts"),
+        fills_pruned_at=data.get("fills_pruned_at"),
         view=load_view(data["view"]),
         drift_alarm=bool(data.get("drift_alarm", False)),
         recommendations=list(data.get("recommendations", ())),
     )
+
+
+def _seen_fills(data: Any) -> dict[str, int]:
+    """Fill id -> ts; a snapshot from before the window (a list of ids) keeps them all, never pruned."""
+    if isinstance(data, list):
+        return {str(fid): TS_MAX_MS for fid in data}  # their times are unknown: kept, as they were
+    return {str(fid): int(ts) for fid, ts in data.items()}

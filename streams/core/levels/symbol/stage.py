@@ -30,15 +30,27 @@ class SymbolBook:
     symbols: dict[str, l3.SymbolState] = field(default_factory=dict)
     filled: dict[str, Position] = field(default_factory=dict)
     ledger: Ledger = field(default_factory=Ledger)
-    seen_fills: set[str] = field(default_factory=set)
-    seen_signals: set[str] = field(default_factory=set)
+    seen_fills: dict[str, int] = field(default_factory=dict)  # fill id -> its ts, within FILL_ID_WINDOW_MS
+    seen_signals: set[str] = field(default_factory=set)  # the ids of the signals at `last_signal_ts` only
     last_signal_ts: int | None = None
+    newest_fill_ts: int | None = None
+    fills_pruned_at: int | None = None  # `newest_fill_ts` when `seen_fills` was last pruned
     view: AccountView | None = None
     drift_alarm: bool = False
     recommendations: list[dict[str, Any]] = field(default_factory=list)
 
 
 _GATED = ("HALTED", "SHUTDOWN", "REDUCING")
+
+FILL_ID_WINDOW_MS = 7 * 86_400_000
+"""How far behind an account's newest fill (event time) a fill is still taken; its id is kept that long.
+
+Duplicate ids must be remembered to be dropped, and remembering every id grows with the tape (SPEC §8
+asks that a duplicate is never applied twice, not that it is remembered forever). A fill at or before
+`newest - window` is refused as out of order (counted, never applied), so its id need not be kept; the
+ids of the window are. Bound: the account's fills of 7 days of event time.
+"""
+_PRUNE_EVERY_MS = 86_400_000  # `seen_fills` is swept once per day of fill time, not per fill
 
 
 class SymbolStage(Level):
@@ -133,7 +145,14 @@ class SymbolStage(Level):
         if fill.fill_id in book.seen_fills:
             self.stats["duplicates"] += 1
             return [], []
-        book.seen_fills.add(fill.fill_id)
+        newest = book.newest_fill_ts
+        if newest is not None and fill.ts <= newest - FILL_ID_WINDOW_MS:
+            self.stats["out_of_order"] += 1  # older than the ids kept: it may be a duplicate, never apply it
+            return [], []
+        book.seen_fills[fill.fill_id] = fill.ts
+        if newest is None or fill.ts > newest:
+            book.newest_fill_ts = fill.ts
+            _prune_fills(book)
         position = book.filled.get(fill.symbol)
         if position is None:
             position = Position()
@@ -150,6 +169,10 @@ class SymbolStage(Level):
         if book.last_signal_ts is not None and sig.ts < book.last_signal_ts:
             self.stats["out_of_order"] += 1
             return [], []
+        if book.last_signal_ts is None or sig.ts > book.last_signal_ts:
+            # Every signal before `last_signal_ts` is dropped by the order rule above, so only the ids of the
+            # latest instant can still matter: the set never outgrows one instant's signals.
+            book.seen_signals.clear()
         book.seen_signals.add(sig.signal_id)
         book.last_signal_ts = sig.ts
         state = book.symbols.get(sig.symbol)
@@ -253,6 +276,16 @@ class SymbolStage(Level):
             return {"wait": state.committed}
         state.last_eval = bar.ts
         return {"cadence": state.committed}
+
+
+def _prune_fills(book: SymbolBook) -> None:
+    """Forget the fill ids the window has left behind (once per day of fill time)."""
+    newest = book.newest_fill_ts
+    if newest is None or (book.fills_pruned_at is not None and newest < book.fills_pruned_at + _PRUNE_EVERY_MS):
+        return
+    book.fills_pruned_at = newest
+    horizon = newest - FILL_ID_WINDOW_MS
+    book.seen_fills = {fid: ts for fid, ts in book.seen_fills.items() if ts > horizon}
 
 
 def _carry(item: Item) -> Item | None:
