@@ -290,10 +290,11 @@ class PortfolioStage(Level):
                     ctx = self._exit_context(book, bar.symbol, bar.ts, origin, origin, "per_symbol", price)
                     outputs += self._publish(account, book, bar.symbol, bar.ts, origin, source, ctx, evaluate(ctx))
                 continue
-            base = self._trade_context(account, book, bar.symbol, bar.ts, "cadence", bar.close, note["cadence"], None)
-            if base is None:
+            cadence = self._trade_context(
+                account, book, bar.symbol, bar.ts, "cadence", bar.close, note["cadence"], None, signal_change=False
+            )
+            if cadence is None:
                 continue
-            cadence = replace(base, check_signal_change=False)
             outcome = evaluate(cadence)
             if outcome.action == "NOOP":
                 self.stats["noop_band"] += 1
@@ -304,8 +305,7 @@ class PortfolioStage(Level):
     def _outside_band(self, account: str, book: PortfolioBook, sym: str, target: float, price: float, ts: int) -> bool:
         position = book.positions.get(sym)
         value = position.projected(ts) * price if position is not None else 0.0
-        lo, hi = band_of(target, self.rules(account).per_symbol.band_pct)
-        return not inside_band(value, (lo, hi))
+        return not inside_band(value, band_of(target, self.rules(account).per_symbol.band_pct))
 
     def _flatten(self, account: str, book: PortfolioBook, ts: int, halt_id: str, state: str) -> list[Output]:
         outputs: list[Output] = []
@@ -390,7 +390,9 @@ class PortfolioStage(Level):
         target: float,
         committed: float | None,
         vetoed: bool = False,
+        signal_change: bool | None = None,
     ) -> TradeContext | None:
+        """The kernel's context; `signal_change` overrides the trigger's `on_signal_change` (False: cadence)."""
         view = book.view
         if view is None or view.equity is None:
             return None
@@ -425,7 +427,7 @@ class PortfolioStage(Level):
             trading_state=state,
             requested_target=target,
             committed_target=committed,
-            check_signal_change=triggers.on_signal_change,
+            check_signal_change=triggers.on_signal_change if signal_change is None else signal_change,
             signal_change_threshold=triggers.signal_change_threshold,
             vetoed=vetoed,
             symbol_cap=rules.per_symbol.cap_for(sym),

@@ -249,9 +249,9 @@ class SymbolStage(Level):
         if position is None and state is None:
             return {}  # nothing of this symbol to check or tick for the account
         rules = self.rules(account)
-        if position is not None:
+        if position is not None and position.qty != 0:  # a flat position has no stops and no extremes to move
             levels = rules.stops.for_symbol(sym)
-            if position.qty != 0 and l3.has_stops(levels):
+            if l3.has_stops(levels):
                 hit = l3.check_stops(position, bar.open, bar.high, bar.low, levels)
                 l3.mark_extremes(position, bar.high, bar.low)
                 if hit is not None:
