@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from schemas.timefmt import TS_MAX_MS
 from streams.core.items import PARTITION_KEY, dump_view, load_view
 from streams.core.levels.symbol import stops as l3
 from streams.core.levels.symbol.stage import SymbolBook, SymbolStage
@@ -32,8 +31,7 @@ def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
             "seen_fills": dict(sorted(book.seen_fills.items())),
             "seen_signals": sorted(book.seen_signals),
             "last_signal_ts": book.last_signal_ts,
-            "newest_fill_ts": book.newest_fill_ts,
-            "fills_pruned_at": book.fills_pruned_at,
+            "fills_horizon": book.fills_horizon,
             "view": dump_view(book.view),
             "drift_alarm": book.drift_alarm,
             "recommendations": book.recommendations,
@@ -61,8 +59,7 @@ def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
         seen_fills=_seen_fills(data["seen_fills"]),
         seen_signals=set(data["seen_signals"]),
         last_signal_ts=data["last_signal_ts"],
-        newest_fill_ts=data.get("newest_fill_ts"),
-        fills_pruned_at=data.get("fills_pruned_at"),
+        fills_horizon=data.get("fills_horizon"),
         view=load_view(data["view"]),
         drift_alarm=bool(data.get("drift_alarm", False)),
         recommendations=list(data.get("recommendations", ())),
@@ -70,7 +67,7 @@ def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
 
 
 def _seen_fills(data: Any) -> dict[str, int]:
-    """Fill id -> ts; a snapshot from before the window (a list of ids) keeps them all, never pruned."""
+    """Fill id -> ts; a snapshot from before the bound holds a list of ids, whose times it did not keep."""
     if isinstance(data, list):
-        return {str(fid): TS_MAX_MS for fid in data}  # their times are unknown: kept, as they were
+        return {str(fid): -1 for fid in data}  # time unknown: kept, and the first forgotten (the horizon stays)
     return {str(fid): int(ts) for fid, ts in data.items()}

@@ -30,11 +30,10 @@ class SymbolBook:
     symbols: dict[str, l3.SymbolState] = field(default_factory=dict)
     filled: dict[str, Position] = field(default_factory=dict)
     ledger: Ledger = field(default_factory=Ledger)
-    seen_fills: dict[str, int] = field(default_factory=dict)  # fill id -> its ts, within FILL_ID_WINDOW_MS
+    seen_fills: dict[str, int] = field(default_factory=dict)  # fill id -> ts: the MAX_FILL_IDS newest fills
     seen_signals: set[str] = field(default_factory=set)  # the ids of the signals at `last_signal_ts` only
     last_signal_ts: int | None = None
-    newest_fill_ts: int | None = None
-    fills_pruned_at: int | None = None  # `newest_fill_ts` when `seen_fills` was last pruned
+    fills_horizon: int | None = None  # the latest ts of a forgotten fill id: an unseen fill at or before it is refused
     view: AccountView | None = None
     drift_alarm: bool = False
     recommendations: list[dict[str, Any]] = field(default_factory=list)
@@ -42,15 +41,17 @@ class SymbolBook:
 
 _GATED = ("HALTED", "SHUTDOWN", "REDUCING")
 
-FILL_ID_WINDOW_MS = 7 * 86_400_000
-"""How far behind an account's newest fill (event time) a fill is still taken; its id is kept that long.
+MAX_FILL_IDS = 10_000
+"""Fill ids Level 3 keeps per account: those of its 10,000 newest fills (event time), plus a slack of 1,000.
 
-Duplicate ids must be remembered to be dropped, and remembering every id grows with the tape (SPEC §8
-asks that a duplicate is never applied twice, not that it is remembered forever). A fill at or before
-`newest - window` is refused as out of order (counted, never applied), so its id need not be kept; the
-ids of the window are. Bound: the account's fills of 7 days of event time.
+A duplicate must be remembered to be dropped, and remembering every id grows with the tape (SPEC §8 asks
+that a duplicate is never applied twice, not that every id is kept forever). When the oldest ids are
+forgotten, an unseen fill at or before the newest of their times is refused as out of order (counted,
+never applied: it may be a redelivery of one of them). The oldest go first, so one fill with a wild time
+(a year 2199 typo) cannot make the account refuse the fills after it, as a window behind the newest fill
+would.
 """
-_PRUNE_EVERY_MS = 86_400_000  # `seen_fills` is swept once per day of fill time, not per fill
+_FILL_ID_SLACK = 1_000  # forgotten in batches: one sort per 1,000 fills, not one scan per fill
 
 
 class SymbolStage(Level):
@@ -145,14 +146,12 @@ class SymbolStage(Level):
         if fill.fill_id in book.seen_fills:
             self.stats["duplicates"] += 1
             return [], []
-        newest = book.newest_fill_ts
-        if newest is not None and fill.ts <= newest - FILL_ID_WINDOW_MS:
-            self.stats["out_of_order"] += 1  # older than the ids kept: it may be a duplicate, never apply it
+        if book.fills_horizon is not None and fill.ts <= book.fills_horizon:
+            self.stats["out_of_order"] += 1  # as old as ids already forgotten: it may be a duplicate, never apply it
             return [], []
         book.seen_fills[fill.fill_id] = fill.ts
-        if newest is None or fill.ts > newest:
-            book.newest_fill_ts = fill.ts
-            _prune_fills(book)
+        if len(book.seen_fills) > MAX_FILL_IDS + _FILL_ID_SLACK:
+            _forget_oldest_fills(book)
         position = book.filled.get(fill.symbol)
         if position is None:
             position = Position()
@@ -278,14 +277,13 @@ class SymbolStage(Level):
         return {"cadence": state.committed}
 
 
-def _prune_fills(book: SymbolBook) -> None:
-    """Forget the fill ids the window has left behind (once per day of fill time)."""
-    newest = book.newest_fill_ts
-    if newest is None or (book.fills_pruned_at is not None and newest < book.fills_pruned_at + _PRUNE_EVERY_MS):
-        return
-    book.fills_pruned_at = newest
-    horizon = newest - FILL_ID_WINDOW_MS
-    book.seen_fills = {fid: ts for fid, ts in book.seen_fills.items() if ts > horizon}
+def _forget_oldest_fills(book: SymbolBook) -> None:
+    """Keep the MAX_FILL_IDS newest fill ids (by ts, then id); the horizon moves to the newest one forgotten."""
+    ordered = sorted(book.seen_fills.items(), key=lambda entry: (entry[1], entry[0]))
+    drop = len(ordered) - MAX_FILL_IDS
+    forgotten = ordered[drop - 1][1]
+    book.fills_horizon = forgotten if book.fills_horizon is None else max(book.fills_horizon, forgotten)
+    book.seen_fills = dict(ordered[drop:])
 
 
 def _carry(item: Item) -> Item | None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from streams.core.levels.symbol import stage
 from streams.core.levels.symbol.snapshot import dump_symbol, load_symbol
-from streams.core.levels.symbol.stage import FILL_ID_WINDOW_MS, SymbolStage
+from streams.core.levels.symbol.stage import SymbolStage
 from streams.testing import TapeBuilder
 
 DAY = 86_400_000
@@ -31,31 +34,49 @@ def test_signal_ids_when_later_instant_then_only_its_ids_kept_and_redeliveries_s
     assert result.engine.symbol.stats["out_of_order"] == 1
 
 
-def test_fill_ids_when_days_of_fills_then_only_the_window_kept_and_none_applied_twice() -> None:
+def test_fill_ids_when_more_than_kept_then_oldest_forgotten_and_none_applied_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stage, "MAX_FILL_IDS", 4)
+    monkeypatch.setattr(stage, "_FILL_ID_SLACK", 2)
     tape = _session()
     for day in range(12):
         tape.fill("a", "X", "BUY", 1, 10.0, T0 + day * DAY, f"f{day}")
-    tape.fill("a", "X", "BUY", 1, 10.0, T0 + 11 * DAY, "f11")  # redelivered: a duplicate in the window
+    tape.fill("a", "X", "BUY", 1, 10.0, T0 + 11 * DAY, "f11")  # redelivered: its id is kept
     tape.fill("a", "X", "BUY", 1, 10.0, T0 + 2 * DAY, "f2")  # redelivered after its id was forgotten
+    tape.fill("a", "X", "BUY", 1, 10.0, T0 + 11 * DAY + 1, "f12")  # a new fill after the newest kept
 
     result = tape.run()
 
-    stage = result.engine.symbol
-    book = stage.books["a"]
-    assert book.filled["X"].qty == 12
-    assert result.engine.position("a", "X").qty == 12
-    assert stage.stats["duplicates"] == 1
-    assert stage.stats["out_of_order"] == 1
-    assert set(book.seen_fills) <= {f"f{day}" for day in range(3, 12)}
-    assert all(ts > T0 + 11 * DAY - FILL_ID_WINDOW_MS - DAY for ts in book.seen_fills.values())
+    book = result.engine.symbol.books["a"]
+    assert book.filled["X"].qty == 13
+    assert result.engine.position("a", "X").qty == 13
+    assert result.engine.symbol.stats["duplicates"] == 1
+    assert result.engine.symbol.stats["out_of_order"] == 1
+    assert len(book.seen_fills) <= 4 + 2
+    assert book.fills_horizon is not None and book.fills_horizon >= T0 + 2 * DAY
+
+
+def test_fill_ids_when_one_fill_has_a_wild_time_then_later_fills_still_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stage, "MAX_FILL_IDS", 4)
+    monkeypatch.setattr(stage, "_FILL_ID_SLACK", 2)
+    tape = _session().fill("a", "X", "BUY", 1, 10.0, "2199-12-31T23:59:59Z", "typo")
+    for minute in range(10):
+        tape.fill("a", "X", "BUY", 1, 10.0, T0 + minute * 60_000, f"f{minute}")
+
+    result = tape.run()
+
+    assert result.engine.symbol.books["a"].filled["X"].qty == 11
+    assert result.engine.symbol.stats["out_of_order"] == 0
 
 
 def test_snapshot_when_seen_fills_were_a_list_then_every_id_kept() -> None:
     result = _session().fill("a", "X", "BUY", 1, 10.0, T0, "f1").run()
     data = dump_symbol(result.engine.symbol)["a"]
-    before_the_window = {k: v for k, v in data.items() if k not in ("newest_fill_ts", "fills_pruned_at")}
-    stage = SymbolStage(result.engine.config)
+    before_the_bound = {k: v for k, v in data.items() if k != "fills_horizon"}
+    fresh = SymbolStage(result.engine.config)
 
-    load_symbol(stage, "a", {**before_the_window, "seen_fills": ["f0", "f1"]})
+    load_symbol(fresh, "a", {**before_the_bound, "seen_fills": ["f0", "f1"]})
 
-    assert set(stage.books["a"].seen_fills) == {"f0", "f1"}
+    assert fresh.books["a"].seen_fills == {"f0": -1, "f1": -1}
+    assert fresh.books["a"].fills_horizon is None
