@@ -35,12 +35,20 @@ from streams.topology import Topics
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tape_lines(symbols: int, accounts: int, days: int, seed: int, config: Any) -> list[bytes]:
+def tape_path(symbols: int, accounts: int, days: int, seed: int, config: Any) -> Path:
+    """The `riskguard gen` tape of that size under out/bench, generated on first use."""
     tape = ROOT / "out/bench" / f"gen-{symbols}x{accounts}x{days}-{seed}.jsonl"
     tape.parent.mkdir(parents=True, exist_ok=True)
     if not tape.exists():
-        with tape.open("wb") as sink:
+        partial = tape.with_suffix(".tmp")
+        with partial.open("wb") as sink:
             write_tape(GenParams(symbols=symbols, accounts=accounts, days=days, seed=seed), sink, config)
+        partial.rename(tape)  # an interrupted run leaves no truncated tape behind
+    return tape
+
+
+def tape_lines(symbols: int, accounts: int, days: int, seed: int, config: Any) -> list[bytes]:
+    tape = tape_path(symbols, accounts, days, seed, config)
     return [line for line in tape.read_bytes().splitlines() if line.strip()]
 
 

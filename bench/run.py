@@ -14,6 +14,8 @@ Sections (each its own function, each bounded in time; pick some with `--only re
 - client    `streams.client.GuardClient.check()` at 20 signals/s (50 symbols ticking once a second): call ->
             decision returned, beside a raw consumer of the decisions topic timing the same signals
             (call -> arrival), so the client's own cost is the difference.
+- scaling   `riskguard replay` of gen tapes of 500 symbols x 50 accounts x 1, 5 and 20 days and 500 accounts x
+            1 day, each streamed from its file in a fresh process (bench/replay_scaling.py): events/s and peak RSS.
 - clusters  `ClusterState` recompute for 500 symbols, window 30 (median of many timestamps).
 - rss       VmRSS of a worker holding 500 symbols x 1,000 accounts of state.
 - audit     `riskguard audit`'s throughput, decisions and halts verified per second: in memory on the
@@ -65,7 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "out" / "bench"
 SP500 = ROOT.parent / "shared" / "data" / "sp500_daily_2018-01-02_2018-02-07.csv"
-SECTIONS = ("replay", "real", "pipeline", "latency", "client", "clusters", "rss", "audit", "backtest")
+SECTIONS = ("replay", "real", "scaling", "pipeline", "latency", "client", "clusters", "rss", "audit", "backtest")
 KAFKA_SECTIONS = frozenset({"pipeline", "latency", "client", "rss", "audit"})
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
 SESSION_OPEN_MS = 1_704_205_800_000  # 2024-01-02 09:30 America/New_York, the first bar of the synthetic feeds
@@ -84,6 +86,7 @@ GOALS: tuple[tuple[str, str, str | tuple[str, str], str, float], ...] = (
 SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "replay": ("replay_events_per_s", "parse_only_events_per_s"),
     "real": ("real_replay_events_per_s", "real_parse_only_events_per_s"),
+    "scaling": ("scaling_events_per_s_20_over_1_day", "scaling_peak_rss_mib_20_over_1_day"),
     "pipeline": ("pipeline_events_per_s", "passthrough_events_per_s"),
     "latency": (
         "latency_ms_p50",
@@ -217,6 +220,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"commit {context.get('commit', '?')}{' (dirty)' if context.get('dirty') else ''}; "
         f"batch window {context.get('batch_window_ms', '?')} ms, batch max {context.get('batch_max', '?')}.",
     ]
+    rows = results.get("sections", {}).get("scaling", {}).get("rows")
+    if rows:
+        lines += ["", *scaling_table(rows)]
     for name, section in sorted(results.get("sections", {}).items()):
         load = section.get("load_before")
         line = f"- {name}: {section.get('started', '?')}, {section.get('seconds', '?')} s, load before {load}"
@@ -226,6 +232,26 @@ def render_markdown(results: dict[str, Any]) -> str:
             line += f", **error**: {section['error']}"
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def scaling_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The scaling section's rows as a markdown table."""
+    out = [
+        "| symbols × accounts × days | lines | replay events/s | parse-only events/s | ratio | peak RSS MiB "
+        "| RSS at start MiB | load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        size = f"{r['symbols']} × {r['accounts']} × {r['days']}"
+        if "skipped" in r:
+            out.append(f"| {size} | | {r['skipped']} | | | | | |")
+            continue
+        lines = _fmt(r["lines"]) + ("" if r["replayed"] == r["lines"] else f" ({_fmt(r['replayed'])} replayed)")
+        out.append(
+            f"| {size} | {lines} | {_fmt(r['replay_events_per_s'])} | {_fmt(r['parse_only_events_per_s'])} "
+            f"| {r['ratio']} | {r['peak_rss_mib']} | {r['rss_mib_start']} | {r['load']} |"
+        )
+    return out
 
 
 def cluster_timing(
@@ -532,6 +558,7 @@ class Run:
         full = {
             "replay": 300,
             "real": 120,
+            "scaling": 900,
             "pipeline": 900,
             "latency": 300,
             "client": 150,
@@ -582,6 +609,52 @@ def section_real(run: Run) -> dict[str, Any]:
         "replayed": count,
         "outputs": outputs,
         "truncated": count < len(lines),
+    }
+
+
+SCALING_TAPES = ((500, 50, 1), (500, 50, 5), (500, 50, 20), (500, 500, 1))
+
+
+def section_scaling(run: Run) -> dict[str, Any]:
+    """Replay events/s and peak RSS along tape length (days) and accounts, each tape in a fresh process."""
+    tapes = ((50, 10, 1), (50, 10, 3), (50, 100, 1)) if run.quick else SCALING_TAPES
+    config = load_config(None)
+    deadline = time.monotonic() + run.budget("scaling")
+    rows: list[dict[str, Any]] = []
+    for symbols, accounts, days in tapes:
+        tape = pl.tape_path(symbols, accounts, days, run.seed, config)
+        left = deadline - time.monotonic()
+        if left < 10:
+            rows.append({"symbols": symbols, "accounts": accounts, "days": days, "skipped": "out of time"})
+            continue
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.replay_scaling", str(tape), "--seconds", str(int(left))],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+            text=True,
+        )
+        row = json.loads(done.stdout)
+        with tape.open("rb") as handle:
+            lines = sum(1 for line in handle if line.strip())
+        row.update(symbols=symbols, accounts=accounts, days=days, lines=lines)
+        rows.append(row)
+    complete = [r for r in rows if "skipped" not in r and r["replayed"] == r["lines"]]
+    by_size = {(r["accounts"], r["days"]): r for r in complete}
+    longest = max((t for t in tapes if t[1] == tapes[0][1]), key=lambda t: t[2])  # same accounts, most days
+    one, many = by_size.get((tapes[0][1], tapes[0][2])), by_size.get((longest[1], longest[2]))
+    return {
+        "metrics": {
+            "scaling_events_per_s_20_over_1_day": (
+                round(many["replay_events_per_s"] / one["replay_events_per_s"], 3) if one and many else None
+            ),
+            "scaling_peak_rss_mib_20_over_1_day": (
+                round(many["peak_rss_mib"] / one["peak_rss_mib"], 3) if one and many else None
+            ),
+        },
+        "rows": rows,
+        "streamed": "each tape read line by line in a fresh process (bench/replay_scaling.py); parse-only "
+        "is orjson over the same stream, after the replay",
     }
 
 
@@ -1156,6 +1229,7 @@ def section_backtest(run: Run) -> dict[str, Any]:
 SECTION_FUNCTIONS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "replay": section_replay,
     "real": section_real,
+    "scaling": section_scaling,
     "pipeline": section_pipeline,
     "latency": section_latency,
     "client": section_client,

@@ -111,8 +111,8 @@ def replay(
     """Run a tape through the in-process guard engine; write every output message."""
     from streams.audit.core import AuditInputError, is_log_recording, peek, replay_log
     from streams.core.engine import Engine
+    from streams.security import control_key
     from streams.tape import replay as run
-    from streams.worker.settings import control_key
 
     cfg = _config(config)
     engine = Engine(cfg, control_key=control_key())
@@ -160,7 +160,7 @@ def verify(
 
     cfg = _config(config)
     with _open_in(str(inputs)) as source, _open_in(str(outputs)) as recorded:
-        from streams.worker.settings import control_key
+        from streams.security import control_key
 
         try:
             report = run(cfg, source, recorded, control_key=control_key())
@@ -190,9 +190,9 @@ def state(
     import io
 
     from streams.core.engine import Engine
+    from streams.security import control_key
     from streams.tape import replay as run
     from streams.views import VIEWS
-    from streams.worker.settings import control_key
 
     if view not in VIEWS:
         err.print(f"[bold red]unknown view {view!r}[/]: one of {', '.join(VIEWS)}")

@@ -208,3 +208,9 @@ def client_kwargs(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 def faust_credentials(env: Mapping[str, str] | None = None) -> Any:
     """Faust's `broker_credentials` from the environment (None: PLAINTEXT)."""
     return KafkaSecurity.from_env(env).faust_credentials()
+
+
+def control_key() -> bytes | None:
+    """The operators' HMAC key from RISKGUARD_CONTROL_KEY (never logged)."""
+    key = os.environ.get("RISKGUARD_CONTROL_KEY")
+    return key.encode("utf-8") if key else None

@@ -164,3 +164,11 @@ def read_packet(raw: bytes) -> list[Item]:
     """The items of a packet of the sequenced log, trusted: the sequencer validated every event once."""
     data: dict[str, Any] = orjson.loads(raw)
     return [_trusted_item(entry) for entry in data.get("items", [data])]
+
+
+def partition_for(account: str, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2 of the key), so keyed tools agree with the sequencer."""
+    # Imported here: `riskguard replay` reads this module and should not load the Kafka client for it.
+    from aiokafka.partitioner import murmur2
+
+    return int((murmur2(account.encode()) & 0x7FFFFFFF) % partitions)

@@ -30,9 +30,8 @@ from streams.core.engine import Chain, partition_chain
 from streams.core.items import Item, Output, item_for
 from streams.core.levels.market.stage import MarketStage
 from streams.tape import dead_letter, encode, read_events
-from streams.topology import decode_packet, encode_item, pack
+from streams.topology import decode_packet, encode_item, pack, partition_for
 from streams.verify import check_facts, check_halt, diff
-from streams.worker.settings import partition_for
 
 AUDITED = ("decisions", "halts")
 ID_FIELDS = {"decisions": "decision_id", "halts": "halt_id", "events": "event_id", "rebalance_runs": "run_id"}

@@ -89,6 +89,18 @@ class Chain:
                 return  # a level that forwards nothing leaves nothing for the later ones
             stage = self.stages[index]
             process = stage.process
+            if touched is None and len(items) == 1:
+                # One item and no keys to collect (replay: nearly every event): the loop below, unrolled.
+                item = items[0]
+                try:
+                    out, items = process(item)
+                except Exception as exc:
+                    self._failed(index, item, exc, result, contain)
+                    items = []
+                    continue
+                if out:
+                    outputs += out
+                continue
             keys = touched.setdefault(self.names[index], set()) if touched is not None else None
             forwarded: list[Item] = []
             for item in items:

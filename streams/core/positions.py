@@ -42,7 +42,7 @@ class Position:
         return sum(p.qty for p in self.pending.values())
 
     def projected(self, ts: int) -> float:
-        return self.qty + self.pending_qty(ts)
+        return self.qty + (self.pending_qty(ts) if self.pending else 0.0)
 
     def pending_buys(self, ts: int) -> float:
         """Notional of the risk-increasing part of unexpired pending BUY decisions (what buying power holds).

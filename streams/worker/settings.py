@@ -11,9 +11,11 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
-from aiokafka.partitioner import murmur2
-
 from schemas.config import Config
+from streams.security import control_key
+from streams.topology import partition_for
+
+__all__ = ["ENV", "WorkerSettings", "control_key", "partition_for"]
 
 ENV = {
     "bootstrap": "KAFKA_BOOTSTRAP_SERVERS",
@@ -92,14 +94,3 @@ class WorkerSettings:
         join as a new member, not crash its consumer.
         """
         return f"{self.app_id}-{self.instance_id}-{self.web_port}" if self.instance_id else None
-
-
-def control_key() -> bytes | None:
-    """The operators' HMAC key from RISKGUARD_CONTROL_KEY (never logged)."""
-    key = os.environ.get("RISKGUARD_CONTROL_KEY")
-    return key.encode("utf-8") if key else None
-
-
-def partition_for(account: str, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2 of the key), so keyed tools agree with the sequencer."""
-    return int((murmur2(account.encode()) & 0x7FFFFFFF) % partitions)

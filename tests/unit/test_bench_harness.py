@@ -21,6 +21,7 @@ from bench.run import (
     percentile,
     render_markdown,
     rss_feed,
+    scaling_table,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,6 +144,7 @@ def test_assemble_when_only_some_sections_then_others_carried_over() -> None:
     assert set(SECTION_KEYS) == {
         "replay",
         "real",
+        "scaling",
         "pipeline",
         "latency",
         "client",
@@ -152,6 +154,24 @@ def test_assemble_when_only_some_sections_then_others_carried_over() -> None:
         "backtest",
     }
     assert set(SECTION_KEYS) == set(SECTIONS)
+
+
+def test_scaling_table_when_rows_then_one_line_each_and_partial_or_skipped_runs_said() -> None:
+    row = {"symbols": 500, "accounts": 50, "days": 1, "lines": 201_702, "replayed": 201_702, "load": 1.2}
+    row |= {"replay_events_per_s": 40_000, "parse_only_events_per_s": 1_500_000, "ratio": 0.0267}
+    row |= {"peak_rss_mib": 90.5, "rss_mib_start": 80.1}
+    rows = [
+        row,
+        {**row, "days": 5, "lines": 1_011_236},
+        {"symbols": 500, "accounts": 500, "days": 1, "skipped": "out of time"},
+    ]
+
+    table = scaling_table(rows)
+
+    assert len(table) == 2 + len(rows)
+    assert table[2].startswith("| 500 × 50 × 1 | 201,702 | 40,000 | 1,500,000 | 0.0267 | 90.5 | 80.1 | 1.2 |")
+    assert "(201,702 replayed)" in table[3]
+    assert "out of time" in table[4]
 
 
 def test_cluster_timing_when_small_then_median_over_runs() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -174,3 +176,19 @@ def test_verify_when_every_seed_rule_binds_then_each_decision_rederives_and_a_ra
     assert verified.exit_code == 0, verified.output
     assert tampered.exit_code == 1
     assert "does not follow from its facts" in tampered.output
+
+
+def test_riskguard_replay_when_run_then_neither_faust_nor_the_worker_nor_kafka_is_imported(tmp_path: Path) -> None:
+    tape_path, config_path = _write(tmp_path, _session())
+    script = (
+        "import sys\n"
+        "from streams.cli import app\n"
+        f"try: app(['replay', {str(tape_path)!r}, '--config', {str(config_path)!r}, '-o', {str(tmp_path / 'o')!r}])\n"
+        "except SystemExit as exit: assert not exit.code, exit.code\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} | set(sys.modules))))\n"
+    )
+
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, text=True).stdout.split()
+
+    assert (tmp_path / "o").read_bytes().count(b'"topic":"decisions"') >= 2
+    assert not {"faust", "mode", "aiokafka", "streams.worker"} & set(loaded)

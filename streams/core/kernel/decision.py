@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from streams.core.decimals import at_least, at_most, over, under
+from streams.core.decimals import at_most, over, same, under
 from streams.core.levels.symbol.targets import cap_target
 
 _EPS = 1e-9
@@ -149,7 +149,8 @@ def band_of(target: float, band_pct: float) -> tuple[float, float]:
 
 def inside_band(value: float, band: tuple[float, float]) -> bool:
     """`value` within `band`, edges included, compared as decimals (SPEC §6.3)."""
-    return at_least(value, band[0]) and at_most(value, band[1])
+    lo, hi = band  # `at_least(value, lo) and at_most(value, hi)`, the tolerance asked only off the plain test
+    return (value >= lo or same(value, lo)) and (value <= hi or same(value, hi))
 
 
 def _sign(x: float) -> int:

@@ -38,6 +38,9 @@ NOT_STATE = frozenset(
         "_window_json",
         "_revision",
         "_watchers_changed",
+        "_budget_on",
+        "_cadence_on",
+        "_order",
     }
 )
 """Set from the config at construction, counters, caches rebuilt on demand, and what a level reports

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from schemas.config import Config, RiskConfig
-from schemas.inputs import Control
+from schemas.inputs import Bar, Control
 from schemas.outputs import DeadLetter, DeadLetterSource, Halt, HaltFacts, RiskEvent
 from schemas.timefmt import format_ts
 from streams.core import budget as bm
@@ -48,21 +48,31 @@ class AccountStage(Level):
         self.pinned_all: str | None = None
         self.clock = 0
         self.gate = ControlGate()
+        self._budget_on = config.budget.enabled
         self.bar_ts: dict[str, int] = {}  # the last bar of each symbol: one copied twice into the log is dropped
 
     def process(self, item: Item) -> Result:
-        ts = getattr(item.event, "ts", None)
-        if isinstance(ts, int) and ts > self.clock:
-            self.clock = ts
-        if item.kind == "control":
-            return self._control(item)
         if item.kind == "bar":
-            bar = item.bar
-            if bar.ts <= self.bar_ts.get(bar.symbol, -1):
+            bar: Bar = item.event  # type: ignore[assignment]  # a `bar` item carries a Bar (`items.item_for`)
+            ts = bar.ts
+            if ts > self.clock:
+                self.clock = ts
+            if ts <= self.bar_ts.get(bar.symbol, -1):
                 self.stats["duplicates"] += 1  # sequenced again after a crash; Level 2 dropped the rest
                 return [], []
-            self.bar_ts[bar.symbol] = bar.ts
+            self.bar_ts[bar.symbol] = ts
+            if (
+                (self.next_roll is None or ts < self.next_roll)
+                and (self.next_rebalance is None or ts < self.next_rebalance)
+                and not (self._budget_on and "market" in item.notes)
+            ):
+                return [], [item]  # no day roll, no scheduled run, no market news: `_bar` would do nothing
             return self._bar(item)
+        event_ts = getattr(item.event, "ts", None)
+        if isinstance(event_ts, int) and event_ts > self.clock:
+            self.clock = event_ts
+        if item.kind == "control":
+            return self._control(item)
         if item.account is None:
             return [], [item]
         account = item.account

@@ -74,6 +74,7 @@ class MarketStage:
         self._atr_period = config.risk.sizing.atr_period
         self._benchmark = config.risk.factor.benchmark
         self._sigma = needs_sigma(config)
+        self._budget_on = config.budget.enabled
 
     def process(self, item: Item) -> Result:
         if item.kind == "bar":
@@ -89,28 +90,31 @@ class MarketStage:
         return self._completed(cmap) if cmap is not None else ([], [])
 
     def _bar(self, item: Item) -> Result:
-        bar = item.bar
-        m = self.state.symbols.get(bar.symbol)
+        bar: Bar = item.event  # type: ignore[assignment]  # a `bar` item carries a Bar (`items.item_for`)
+        symbol, ts, close = bar.symbol, bar.ts, bar.close
+        m = self.state.symbols.get(symbol)
         if m is None:
             m = SymbolMarket()
-            self.state.symbols[bar.symbol] = m
-        if bar.ts <= m.last_ts:
-            self.stats["duplicates" if bar.ts == m.last_ts else "out_of_order"] += 1
+            self.state.symbols[symbol] = m
+        if ts <= m.last_ts:
+            self.stats["duplicates" if ts == m.last_ts else "out_of_order"] += 1
             return [], []
         update_atr(m, bar.high, bar.low, self._atr_period)
-        m.last_ts, m.close = bar.ts, bar.close
+        m.last_ts, m.close = ts, close
+        cmap = self.state.clusters.on_bar(symbol, ts, close)
+        notes: dict[str, Any] = {"atr": m.atr}
+        item.notes = notes  # the bar goes on with Level 2's notes only (an item per bar is not rebuilt)
+        if cmap is None and not self._budget_on:
+            return [], [item]
         outputs: list[Output] = []
         items: list[Item] = []
-        cmap = self.state.clusters.on_bar(bar.symbol, bar.ts, bar.close)
         if cmap is not None:
             outputs, items = self._completed(cmap)
-        notes: dict[str, Any] = {"atr": m.atr}
-        if self.config.budget.enabled:
+        if self._budget_on:
             market, events = self._budget(bar, cmap)
             outputs += events
             if market:
                 notes["market"] = market
-        item.notes = notes  # the bar goes on with Level 2's notes only (an item per bar is not rebuilt)
         items.append(item)
         return outputs, items
 

@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from schemas.config import Config, RiskConfig
-from schemas.inputs import Signal
+from schemas.inputs import Bar, Signal
 from schemas.outputs import ClipRecord, Decision, RebalanceRun, RiskEvent
 from schemas.timefmt import format_ts
 from streams.core import budget as bm
@@ -82,6 +82,7 @@ class PortfolioStage(Level):
         self.shadow = config.mode == "shadow"
         self.books: dict[str, PortfolioBook] = {}
         self.market = PortfolioMarket()
+        self._today_bias = config.rebalance.today_bias is not None
         static = config.risk.clusters.static
         # Static clusters hold from the first event, before Level 2 publishes its first map (SPEC §6.2).
         self.static = {sym: STATIC_PREFIX + name for name, members in sorted(static.items()) for sym in members}
@@ -263,15 +264,20 @@ class PortfolioStage(Level):
             self.market.day_closes[sym] = [day, close, closes[1]]
 
     def _bar(self, item: Item) -> list[Output]:
-        bar = item.bar
+        bar: Bar = item.event  # type: ignore[assignment]  # a `bar` item carries a Bar (`items.item_for`)
+        notes = item.notes
         self.market.closes[bar.symbol] = bar.close
-        if self.config.rebalance.today_bias is not None:
+        if self._today_bias:
             self._day_close(bar.symbol, bar.ts, bar.close)
-        if item.notes.get("atr") is not None:
-            self.market.atr[bar.symbol] = item.notes["atr"]
+        atr = notes.get("atr")
+        if atr is not None:
+            self.market.atr[bar.symbol] = atr
+        work = notes.get("accounts")
+        if not work:
+            return []
         outputs: list[Output] = []
         source = None
-        for account, note in item.notes.get("accounts", {}).items():
+        for account, note in work.items():
             book = self.book(account)
             if "wait" in note:
                 if self._outside_band(account, book, bar.symbol, note["wait"], bar.close, bar.ts):
@@ -284,10 +290,11 @@ class PortfolioStage(Level):
                     ctx = self._exit_context(book, bar.symbol, bar.ts, origin, origin, "per_symbol", price)
                     outputs += self._publish(account, book, bar.symbol, bar.ts, origin, source, ctx, evaluate(ctx))
                 continue
-            base = self._trade_context(account, book, bar.symbol, bar.ts, "cadence", bar.close, note["cadence"], None)
-            if base is None:
+            cadence = self._trade_context(
+                account, book, bar.symbol, bar.ts, "cadence", bar.close, note["cadence"], None, signal_change=False
+            )
+            if cadence is None:
                 continue
-            cadence = replace(base, check_signal_change=False)
             outcome = evaluate(cadence)
             if outcome.action == "NOOP":
                 self.stats["noop_band"] += 1
@@ -298,8 +305,7 @@ class PortfolioStage(Level):
     def _outside_band(self, account: str, book: PortfolioBook, sym: str, target: float, price: float, ts: int) -> bool:
         position = book.positions.get(sym)
         value = position.projected(ts) * price if position is not None else 0.0
-        lo, hi = band_of(target, self.rules(account).per_symbol.band_pct)
-        return not inside_band(value, (lo, hi))
+        return not inside_band(value, band_of(target, self.rules(account).per_symbol.band_pct))
 
     def _flatten(self, account: str, book: PortfolioBook, ts: int, halt_id: str, state: str) -> list[Output]:
         outputs: list[Output] = []
@@ -384,7 +390,9 @@ class PortfolioStage(Level):
         target: float,
         committed: float | None,
         vetoed: bool = False,
+        signal_change: bool | None = None,
     ) -> TradeContext | None:
+        """The kernel's context; `signal_change` overrides the trigger's `on_signal_change` (False: cadence)."""
         view = book.view
         if view is None or view.equity is None:
             return None
@@ -419,7 +427,7 @@ class PortfolioStage(Level):
             trading_state=state,
             requested_target=target,
             committed_target=committed,
-            check_signal_change=triggers.on_signal_change,
+            check_signal_change=triggers.on_signal_change if signal_change is None else signal_change,
             signal_change_threshold=triggers.signal_change_threshold,
             vetoed=vetoed,
             symbol_cap=rules.per_symbol.cap_for(sym),

@@ -28,9 +28,10 @@ def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
             "symbols": {s: {name: getattr(v, name) for name in _STATE_FIELDS} for s, v in book.symbols.items()},
             "filled": {s: dump_position(p) for s, p in book.filled.items()},
             "ledger": {name: getattr(book.ledger, name) for name in _LEDGER_FIELDS},
-            "seen_fills": sorted(book.seen_fills),
-            "seen_signals": sorted(book.seen_signals),
+            "seen_fills": dict(sorted(book.seen_fills.items())),
+            "seen_signals": dict(sorted(book.seen_signals.items())),
             "last_signal_ts": book.last_signal_ts,
+            "fills_horizon": book.fills_horizon,
             "view": dump_view(book.view),
             "drift_alarm": book.drift_alarm,
             "recommendations": book.recommendations,
@@ -55,10 +56,18 @@ def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
         symbols={s: l3.SymbolState(**v) for s, v in data["symbols"].items()},
         filled={s: load_position(p) for s, p in data["filled"].items()},
         ledger=Ledger(**data["ledger"]),
-        seen_fills=set(data["seen_fills"]),
-        seen_signals=set(data["seen_signals"]),
+        seen_fills=_seen_ids(data["seen_fills"]),
+        seen_signals=_seen_ids(data["seen_signals"]),
         last_signal_ts=data["last_signal_ts"],
+        fills_horizon=data.get("fills_horizon"),
         view=load_view(data["view"]),
         drift_alarm=bool(data.get("drift_alarm", False)),
         recommendations=list(data.get("recommendations", ())),
     )
+
+
+def _seen_ids(data: Any) -> dict[str, int]:
+    """Id -> ts; a snapshot from before the bound holds a list of ids, whose times it did not keep."""
+    if isinstance(data, list):
+        return {str(fid): -1 for fid in data}  # time unknown: kept, and the first forgotten (the horizon stays)
+    return {str(fid): int(ts) for fid, ts in data.items()}

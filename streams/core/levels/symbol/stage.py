@@ -30,15 +30,37 @@ class SymbolBook:
     symbols: dict[str, l3.SymbolState] = field(default_factory=dict)
     filled: dict[str, Position] = field(default_factory=dict)
     ledger: Ledger = field(default_factory=Ledger)
-    seen_fills: set[str] = field(default_factory=set)
-    seen_signals: set[str] = field(default_factory=set)
+    seen_fills: dict[str, int] = field(default_factory=dict)  # fill id -> ts: the MAX_FILL_IDS newest fills
+    seen_signals: dict[str, int] = field(default_factory=dict)  # signal id -> ts: the MAX_SIGNAL_IDS newest
     last_signal_ts: int | None = None
+    fills_horizon: int | None = None  # the latest ts of a forgotten fill id: an unseen fill at or before it is refused
     view: AccountView | None = None
     drift_alarm: bool = False
     recommendations: list[dict[str, Any]] = field(default_factory=list)
 
 
 _GATED = ("HALTED", "SHUTDOWN", "REDUCING")
+
+MAX_FILL_IDS = 10_000
+"""Fill ids Level 3 keeps per account: those of its 10,000 newest fills (event time), plus a slack of 1,000.
+
+A duplicate must be remembered to be dropped, and remembering every id grows with the tape (SPEC §8 asks
+that a duplicate is never applied twice, not that every id is kept forever). When the oldest ids are
+forgotten, an unseen fill at or before the newest of their times is refused as out of order (counted,
+never applied: it may be a redelivery of one of them). The oldest go first, so one fill with a wild time
+(a year 2199 typo) cannot make the account refuse the fills after it, as a window behind the newest fill
+would.
+"""
+_FILL_ID_SLACK = 1_000  # forgotten in batches: one sort per 1,000 fills, not one scan per fill
+
+MAX_SIGNAL_IDS = 10_000
+"""Signal ids Level 3 keeps per account: those of its 10,000 newest signals, plus the same slack.
+
+A reused id must be remembered to be refused: the decision id is a hash of the signal id, so a second
+signal with the same id would publish a second decision under the first one's id. Signals before the
+latest signal instant are refused as out of order anyway, so an id is forgotten only after 10,000 newer
+signals of the account; reusing one after that is the producer's bug, and the guard cannot see it.
+"""
 
 
 class SymbolStage(Level):
@@ -57,6 +79,9 @@ class SymbolStage(Level):
         self.closes: dict[str, float] = {}
         self.marks: dict[str, tuple[float, float | None]] = {}  # last close and ATR of every symbol (Level 2's)
         self._watchers_changed = False  # since `touched` last asked
+        self._order: dict[str, tuple[set[str], tuple[str, ...]]] = {}  # watchers, sorted: a bar visits them in order
+        self._budget_on = config.budget.enabled
+        self._cadence_on = config.policy.rebalance_triggers.on_cadence_tick
 
     def book(self, account: str) -> SymbolBook:
         book = self.books.get(account)
@@ -130,7 +155,12 @@ class SymbolStage(Level):
         if fill.fill_id in book.seen_fills:
             self.stats["duplicates"] += 1
             return [], []
-        book.seen_fills.add(fill.fill_id)
+        if book.fills_horizon is not None and fill.ts <= book.fills_horizon:
+            self.stats["out_of_order"] += 1  # as old as ids already forgotten: it may be a duplicate, never apply it
+            return [], []
+        book.seen_fills[fill.fill_id] = fill.ts
+        if len(book.seen_fills) > MAX_FILL_IDS + _FILL_ID_SLACK:
+            _forget_oldest_fills(book)
         position = book.filled.get(fill.symbol)
         if position is None:
             position = Position()
@@ -147,7 +177,9 @@ class SymbolStage(Level):
         if book.last_signal_ts is not None and sig.ts < book.last_signal_ts:
             self.stats["out_of_order"] += 1
             return [], []
-        book.seen_signals.add(sig.signal_id)
+        book.seen_signals[sig.signal_id] = sig.ts
+        if len(book.seen_signals) > MAX_SIGNAL_IDS + _FILL_ID_SLACK:
+            book.seen_signals = _newest(book.seen_signals, MAX_SIGNAL_IDS)[0]
         book.last_signal_ts = sig.ts
         state = book.symbols.get(sig.symbol)
         if state is None:
@@ -192,12 +224,22 @@ class SymbolStage(Level):
         return [], [item]
 
     def _bar(self, item: Item) -> Result:
-        bar = item.bar
-        self.marks[bar.symbol] = (bar.close, item.notes.get("atr"))
-        if self.config.budget.enabled and bar.symbol in self.watchers:
-            self.closes[bar.symbol] = bar.close
+        bar: Bar = item.event  # type: ignore[assignment]  # a `bar` item carries a Bar (`items.item_for`)
+        symbol = bar.symbol
+        self.marks[symbol] = (bar.close, item.notes.get("atr"))
+        watching = self.watchers.get(symbol)
+        if watching is None:
+            return [], [item]
+        if self._budget_on:
+            self.closes[symbol] = bar.close
+        cached = self._order.get(symbol)
+        if cached is not None and cached[0] is watching and len(cached[1]) == len(watching):
+            order = cached[1]  # a watch set only grows: the same set at the same size has the same members
+        else:
+            order = tuple(sorted(watching))
+            self._order[symbol] = (watching, order)
         work: dict[str, dict[str, Any]] = {}
-        for account in sorted(self.watchers.get(bar.symbol, ())):
+        for account in order:
             note = self._bar_for(account, bar)
             if note:
                 work[account] = note
@@ -213,9 +255,9 @@ class SymbolStage(Level):
         if position is None and state is None:
             return {}  # nothing of this symbol to check or tick for the account
         rules = self.rules(account)
-        if position is not None:
+        if position is not None and position.qty != 0:  # a flat position has no stops and no extremes to move
             levels = rules.stops.for_symbol(sym)
-            if position.qty != 0 and l3.has_stops(levels):
+            if l3.has_stops(levels):
                 hit = l3.check_stops(position, bar.open, bar.high, bar.low, levels)
                 l3.mark_extremes(position, bar.high, bar.low)
                 if hit is not None:
@@ -233,13 +275,26 @@ class SymbolStage(Level):
         if state.vetoed:
             l3.tick_cooldown(state, rules.stops)
             return {}
-        if state.committed is None or not self.config.policy.rebalance_triggers.on_cadence_tick:
+        if state.committed is None or not self._cadence_on:
             return {}
         due = state.last_eval is None or bar.ts - state.last_eval >= rules.per_symbol.rebalance_cadence
         if not due:
             return {"wait": state.committed}
         state.last_eval = bar.ts
         return {"cadence": state.committed}
+
+
+def _newest(ids: dict[str, int], keep: int) -> tuple[dict[str, int], int]:
+    """The `keep` newest ids (by ts, then id: independent of insertion order) and the ts of the newest forgotten."""
+    ordered = sorted(ids.items(), key=lambda entry: (entry[1], entry[0]))
+    drop = len(ordered) - keep
+    return dict(ordered[drop:]), ordered[drop - 1][1]
+
+
+def _forget_oldest_fills(book: SymbolBook) -> None:
+    """Keep the MAX_FILL_IDS newest fill ids; the horizon moves to the newest one forgotten."""
+    book.seen_fills, forgotten = _newest(book.seen_fills, MAX_FILL_IDS)
+    book.fills_horizon = forgotten if book.fills_horizon is None else max(book.fills_horizon, forgotten)
 
 
 def _carry(item: Item) -> Item | None:

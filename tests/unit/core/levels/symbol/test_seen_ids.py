@@ -1,0 +1,101 @@
+"""Level 3's duplicate-id memory is bounded (issue 16): duplicates are still never applied twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.core.levels.symbol import stage
+from streams.core.levels.symbol.snapshot import dump_symbol, load_symbol
+from streams.core.levels.symbol.stage import SymbolStage
+from streams.testing import TapeBuilder
+
+DAY = 86_400_000
+T0 = 1_704_205_800_000  # 2024-01-02 14:30 UTC
+
+
+def _session() -> TapeBuilder:
+    return TapeBuilder().equity("a", T0, 100_000).flat_bar("X", T0, 10.0)
+
+
+def test_signal_ids_when_redelivered_at_or_before_the_latest_instant_then_dropped() -> None:
+    tape = _session()
+    tape.signal("a", "X", T0 + 1000, "s1", target_notional=1_000)
+    tape.signal("a", "X", T0 + 2000, "s2", target_notional=2_000)
+    tape.signal("a", "X", T0 + 2000, "s3", target_notional=3_000)
+    tape.signal("a", "X", T0 + 1000, "s1", target_notional=1_000)  # redelivered, before the latest instant
+    tape.signal("a", "X", T0 + 2000, "s3", target_notional=3_000)  # redelivered, at the latest instant
+
+    result = tape.run()
+
+    book = result.engine.symbol.books["a"]
+    assert set(book.seen_signals) == {"s1", "s2", "s3"}
+    assert [d.source_id for d in result.decisions] == ["s1", "s2", "s3"]
+    assert result.engine.symbol.stats["duplicates"] == 2
+    assert result.engine.symbol.stats["out_of_order"] == 0
+
+
+def test_signal_id_when_reused_at_a_later_instant_then_refused_so_no_second_decision_shares_its_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stage, "MAX_SIGNAL_IDS", 4)
+    monkeypatch.setattr(stage, "_FILL_ID_SLACK", 2)
+    tape = _session()
+    tape.signal("a", "X", T0 + 1000, "s0", target_notional=1_000)
+    tape.signal("a", "X", T0 + 2000, "s0", target_notional=5_000)  # the same id, later: a producer's bug
+    for n in range(1, 10):
+        tape.signal("a", "X", T0 + 2000 + n * 1000, f"s{n}", target_notional=1_000 + n * 500)
+
+    result = tape.run()
+
+    ids = [d.decision_id for d in result.decisions]
+    assert len(ids) == len(set(ids))
+    assert result.engine.symbol.stats["duplicates"] == 1
+    assert len(result.engine.symbol.books["a"].seen_signals) <= 4 + 2
+
+
+def test_fill_ids_when_more_than_kept_then_oldest_forgotten_and_none_applied_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stage, "MAX_FILL_IDS", 4)
+    monkeypatch.setattr(stage, "_FILL_ID_SLACK", 2)
+    tape = _session()
+    for day in range(12):
+        tape.fill("a", "X", "BUY", 1, 10.0, T0 + day * DAY, f"f{day}")
+    tape.fill("a", "X", "BUY", 1, 10.0, T0 + 11 * DAY, "f11")  # redelivered: its id is kept
+    tape.fill("a", "X", "BUY", 1, 10.0, T0 + 2 * DAY, "f2")  # redelivered after its id was forgotten
+    tape.fill("a", "X", "BUY", 1, 10.0, T0 + 11 * DAY + 1, "f12")  # a new fill after the newest kept
+
+    result = tape.run()
+
+    book = result.engine.symbol.books["a"]
+    assert book.filled["X"].qty == 13
+    assert result.engine.position("a", "X").qty == 13
+    assert result.engine.symbol.stats["duplicates"] == 1
+    assert result.engine.symbol.stats["out_of_order"] == 1
+    assert len(book.seen_fills) <= 4 + 2
+    assert book.fills_horizon is not None and book.fills_horizon >= T0 + 2 * DAY
+
+
+def test_fill_ids_when_one_fill_has_a_wild_time_then_later_fills_still_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stage, "MAX_FILL_IDS", 4)
+    monkeypatch.setattr(stage, "_FILL_ID_SLACK", 2)
+    tape = _session().fill("a", "X", "BUY", 1, 10.0, "2199-12-31T23:59:59Z", "typo")
+    for minute in range(10):
+        tape.fill("a", "X", "BUY", 1, 10.0, T0 + minute * 60_000, f"f{minute}")
+
+    result = tape.run()
+
+    assert result.engine.symbol.books["a"].filled["X"].qty == 11
+    assert result.engine.symbol.stats["out_of_order"] == 0
+
+
+def test_snapshot_when_seen_fills_were_a_list_then_every_id_kept() -> None:
+    result = _session().fill("a", "X", "BUY", 1, 10.0, T0, "f1").run()
+    data = dump_symbol(result.engine.symbol)["a"]
+    before_the_bound = {k: v for k, v in data.items() if k != "fills_horizon"}
+    fresh = SymbolStage(result.engine.config)
+
+    load_symbol(fresh, "a", {**before_the_bound, "seen_fills": ["f0", "f1"]})
+
+    assert fresh.books["a"].seen_fills == {"f0": -1, "f1": -1}
+    assert fresh.books["a"].fills_horizon is None
