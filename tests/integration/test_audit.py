@@ -160,8 +160,10 @@ async def _tamper(deployment: Deployment) -> dict[str, Any]:
             behind = {tp for tp in behind if await consumer.position(tp) < ends[tp]}
     finally:
         await consumer.stop()
-    traded = [value for value in seen if value["action"] in ("ALLOW", "CLIP")]
-    assert traded, sorted(value["action"] for value in seen)
+    # An ALLOW/CLIP when there is one; an unordered publish may have let every signal reach the sequencer
+    # before its account's first equity (all DENY equity_unknown): a DENY given a quantity is tampered too.
+    traded = [value for value in seen if value["action"] in ("ALLOW", "CLIP")] or seen
+    assert traded, "no decision was published"
     original = traded[len(traded) // 2]
     forged = {**original, "qty": original["qty"] + 1}
     producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap)
