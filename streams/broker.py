@@ -477,8 +477,7 @@ def up(broker: Broker, timeout: float = 90.0, env: Mapping[str, str] | None = No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            tail = (broker.logs / "stdout.log").read_text(errors="replace")[-3000:]
-            raise BrokerError(f"the broker exited with code {process.returncode}:\n{tail}")
+            raise BrokerError(f"the broker exited with code {process.returncode}:\n{_exit_tail(broker, since)}")
         if answers(broker.host, broker.port) and _started(broker, since):
             where = broker.bootstrap if broker.tls_port is None else f"{broker.bootstrap} and {broker.tls_bootstrap}"
             how = "" if not broker.sasl else f" ({SCRAM_MECHANISM}{', SASL_SSL' if broker.tls_port else ''})"
@@ -486,6 +485,25 @@ def up(broker: Broker, timeout: float = 90.0, env: Mapping[str, str] | None = No
         time.sleep(0.25)
     down(broker)
     raise BrokerError(f"the broker did not accept connections within {timeout:.0f} s")
+
+
+def _exit_tail(broker: Broker, since: int) -> str:
+    """What the broker said before it exited: stdout, and server.log from this start on (a custom log4j
+    may send the fatal error only to server.log)."""
+    parts = []
+    stdout = (broker.logs / "stdout.log").read_text(errors="replace")[-3000:].strip()
+    if stdout:
+        parts.append(stdout)
+    try:
+        with (broker.logs / "server.log").open("rb") as handle:
+            handle.seek(since if handle.seek(0, os.SEEK_END) >= since else 0)
+            server = handle.read().decode(errors="replace")
+    except OSError:
+        server = ""
+    errors = [line for line in server.splitlines() if "ERROR" in line or "Exception" in line or "FATAL" in line]
+    if errors:
+        parts.append("server.log:\n" + "\n".join(errors[-20:])[-3000:])
+    return "\n".join(parts) or "(no output in stdout.log or server.log)"
 
 
 def _log_size(broker: Broker) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -23,10 +24,30 @@ from tests.integration.brokers import choose, container_broker
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A free port below the kernel's ephemeral range.
+
+    A port the kernel hands out for `bind(0)` is an ephemeral one: between this probe and the server's
+    own bind, any outgoing connection on the machine (the test broker's clients make many) may take it.
+    Ports below the range are never given to outgoing connections, so only another server can race us.
+    """
+    high = min(_ephemeral_low(), 32768)
+    for _ in range(200):
+        port = 20000 + secrets.randbelow(high - 20000 - 1)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port on 127.0.0.1 below the ephemeral range")
 
 
 @pytest.fixture(scope="session")
