@@ -458,6 +458,37 @@ async def delete_topics(bootstrap: str, prefixes: tuple[str, ...]) -> int:
         await admin.close()
 
 
+async def topic_records(bootstrap: str, prefixes: tuple[str, ...]) -> dict[str, int]:
+    """Records written so far to each topic whose name starts with one of `prefixes` (end - beginning
+    offsets, summed over partitions): what a run cost the broker, by topic."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = sorted(t for t in await admin.list_topics() if t.startswith(prefixes))
+        described = await admin.describe_topics(names) if names else []
+    finally:
+        await admin.close()
+    tps = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d.get("partitions", ())]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        if not tps:
+            return {}
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        counts: dict[str, int] = {}
+        for tp in tps:
+            counts[tp.topic] = counts.get(tp.topic, 0) + ends[tp] - starts[tp]
+        return counts
+    finally:
+        await consumer.stop()
+
+
 @dataclass
 class Deployment:
     """One worker on its own topic prefix and app id; `close()` stops it and deletes what it made."""
@@ -927,6 +958,7 @@ async def _latency_drive(dep: Deployment, spec: LatencySpec, deadline: float, pr
     await watcher
     until = time.time()
     busy = (cpu_seconds(pid) - cpu) / (time.monotonic() - begin) if pid else None
+    records = await topic_records(dep.bootstrap, (dep.prefix, dep.app_id))
     profile = spy.finish() if spy is not None else None
     everything = latency_summary(sent, received, until=until)
     at_worker = latency_summary(sent, worker_sent, until=until)
@@ -953,6 +985,10 @@ async def _latency_drive(dep: Deployment, spec: LatencySpec, deadline: float, pr
         "decisions_matched": len(received),
         "other_decisions": others["decisions"],
         "worker_cpu_share": None if busy is None else round(busy, 2),
+        "worker_cpu_ms_per_signal": None if busy is None else round(busy * produced_for * 1000 / max(len(sent), 1), 3),
+        "records_by_topic": records,  # prefill and light phase included: the whole deployment's life
+        # every record of the deployment (inputs included) per input record: prefill, signals and bars
+        "records_per_input": round(sum(records.values()) / max(len(sent) + bars_sent + feed.events, 1), 2),
         "prefill_events": feed.events,
         "prefill_s": feed.seconds,
         "profile": profile,

@@ -31,15 +31,29 @@ class Position:
     trip_pnl: float = 0.0
     last_price: float = 0.0
     pending: dict[str, Pending] = field(default_factory=dict)
+    # The sum of `pending` and its earliest expiry, valid until an entry changes (`touch_pending`) or
+    # expires: a decision reads every held position's pending quantity, and the entries change far less
+    # often than they are read. The sum is the same expression over the same entries, so the same bits.
+    pending_sum: float | None = field(default=None, compare=False, repr=False)
+    pending_until: int = field(default=0, compare=False, repr=False)
+
+    def touch_pending(self) -> None:
+        """Forget the cached sum: an entry of `pending` was added, changed or removed."""
+        self.pending_sum = None
 
     def pending_qty(self, ts: int) -> float:
         """Unexpired pending quantity at event time `ts` (expired entries are dropped)."""
         if not self.pending:
             return 0.0
+        if self.pending_sum is not None and ts < self.pending_until:
+            return self.pending_sum
         expired = [key for key, p in self.pending.items() if p.expires_at <= ts]
         for key in expired:
             del self.pending[key]
-        return sum(p.qty for p in self.pending.values())
+        total = sum(p.qty for p in self.pending.values())
+        self.pending_sum = total
+        self.pending_until = min((p.expires_at for p in self.pending.values()), default=0)
+        return total
 
     def projected(self, ts: int) -> float:
         return self.qty + (self.pending_qty(ts) if self.pending else 0.0)
@@ -81,6 +95,7 @@ def apply_fill(
 ) -> None:
     """Apply one execution: settle its decision, move quantity, average entry and round-trip P&L."""
     if decision_id is not None and decision_id in position.pending:
+        position.touch_pending()
         pending = position.pending[decision_id]
         remaining = pending.qty - signed_qty
         if pending.qty * remaining <= 0:
@@ -125,6 +140,7 @@ def add_pending(
     """
     if signed_qty != 0:
         position.pending[decision_id] = Pending(signed_qty, expires_at, opening_buy, price)
+        position.touch_pending()
 
 
 def dump_position(p: Position) -> dict[str, Any]:

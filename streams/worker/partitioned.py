@@ -256,13 +256,7 @@ class PartitionedAgent:
             )
 
     async def _send(self, send: Send) -> asyncio.Future[Any]:
-        headers = [*send.headers, (SRC_HEADER, send.marker)]
-        future: asyncio.Future[Any] = await send.topic.send(  # type: ignore[assignment]
-            key=send.key, value=send.value, partition=send.partition, headers=headers, force=True
-        )
-        if send.on_sent is not None:
-            send.on_sent()
-        return future
+        return await publish(self.rt.app, send, [*send.headers, (SRC_HEADER, send.marker)])
 
     async def _settle(self, partition: int) -> None:
         """Wait for the partition's last marker: the values about to be written undo to the state it records."""
@@ -329,6 +323,23 @@ class PartitionedAgent:
             async with self.handling:
                 if gate.ready() and gate.current() == generation:
                     await self.handle({}, generation, upto={tp.partition: end for tp, end in due.items()})
+
+
+async def publish(app: faust.App, send: Send, headers: list[tuple[str, bytes]]) -> asyncio.Future[Any]:
+    """Hand `send` to the app's producer; the future resolves on the broker's ack.
+
+    The public producer API that `Topic.send` ends in (`App.maybe_start_producer` gives the transaction
+    manager under exactly-once, so the record joins the partition's transaction as before), without
+    `Topic.send`'s per-message envelope (future message, pending message, send sensors, callbacks):
+    a tenth of the worker at 1,000 decisions/s. The outputs are counted by the worker's own metrics.
+    """
+    producer = await app.maybe_start_producer()
+    future: asyncio.Future[Any] = await producer.send(
+        send.topic.get_topic_name(), send.key, send.value, send.partition, None, headers
+    )
+    if send.on_sent is not None:
+        send.on_sent()
+    return future
 
 
 def oldest_t0(headers: Sequence[tuple[str, bytes]], oldest: int | None) -> int | None:

@@ -30,7 +30,7 @@ from streams.tape import BadMessage, SecurityRefusal, decode_value, load_json, s
 from streams.topology import SEQ_HEADER, decode_packet, encode_item, pack, packet_body
 from streams.worker.batching import batches
 from streams.worker.outputs import Outputs
-from streams.worker.partitioned import T0_HEADER, WATCH_FILL_MAX, Runtime, Send, oldest_t0, record_of
+from streams.worker.partitioned import T0_HEADER, WATCH_FILL_MAX, Runtime, Send, oldest_t0, publish, record_of
 from streams.worker.settings import partition_for
 
 log = structlog.get_logger("riskguard.worker")
@@ -169,14 +169,7 @@ class Sequencer:
             return
         unacked = []
         for send in self.sequence(out):
-            headers = list(send.headers)
-            unacked.append(
-                await send.topic.send(
-                    key=send.key, value=send.value, partition=send.partition, headers=headers, force=True
-                )
-            )
-            if send.on_sent is not None:
-                send.on_sent()
+            unacked.append(await publish(self.rt.app, send, list(send.headers)))
         await asyncio.gather(*unacked)  # the sequenced packets are in Kafka before the offsets may be committed
         if generation != gate.current():
             return  # revoked meanwhile: the next assignment starts from the committed offsets

@@ -41,6 +41,8 @@ NOT_STATE = frozenset(
         "_budget_on",
         "_cadence_on",
         "_order",
+        "pending_sum",
+        "pending_until",
     }
 )
 """Set from the config at construction, counters, caches rebuilt on demand, and what a level reports
