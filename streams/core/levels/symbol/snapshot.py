@@ -28,8 +28,10 @@ def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
             "symbols": {s: {name: getattr(v, name) for name in _STATE_FIELDS} for s, v in book.symbols.items()},
             "filled": {s: dump_position(p) for s, p in book.filled.items()},
             "ledger": {name: getattr(book.ledger, name) for name in _LEDGER_FIELDS},
-            "seen_fills": dict(sorted(book.seen_fills.items())),
-            "seen_signals": dict(sorted(book.seen_signals.items())),
+            # in insertion order, not sorted: up to 10,000 ids each, dumped whenever the account is
+            # touched (sorting was 3/4 of that cost); which ids are forgotten never depends on the order
+            "seen_fills": dict(book.seen_fills),
+            "seen_signals": dict(book.seen_signals),
             "last_signal_ts": book.last_signal_ts,
             "fills_horizon": book.fills_horizon,
             "view": dump_view(book.view),
