@@ -462,9 +462,8 @@ async def topic_records(bootstrap: str, prefixes: tuple[str, ...]) -> dict[str, 
     """Records written so far to each topic whose name starts with one of `prefixes` (end - beginning
     offsets, summed over partitions): what a run cost the broker, by topic."""
     from aiokafka import AIOKafkaConsumer
-    from aiokafka.structs import TopicPartition
-
     from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.structs import TopicPartition
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

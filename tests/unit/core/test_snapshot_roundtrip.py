@@ -43,6 +43,7 @@ NOT_STATE = frozenset(
         "_order",
         "pending_sum",
         "pending_until",
+        "ids_changed",
     }
 )
 """Set from the config at construction, counters, caches rebuilt on demand, and what a level reports

@@ -7,7 +7,7 @@ from typing import Any
 
 from streams.core.items import PARTITION_KEY, dump_view, load_view
 from streams.core.levels.symbol import stops as l3
-from streams.core.levels.symbol.stage import SymbolBook, SymbolStage
+from streams.core.levels.symbol.stage import SymbolBook, SymbolStage, id_chunk, parse_seen_key, seen_key, seen_keys
 from streams.core.positions import Ledger, dump_position, load_position
 
 Snapshot = dict[str, Any]
@@ -19,7 +19,13 @@ _LEDGER_FIELDS = tuple(f.name for f in fields(Ledger))
 
 
 def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
-    """Level 3: one snapshot per account and the partition's watch list."""
+    """Level 3: one snapshot per account, its seen ids in chunks, and the partition's watch list.
+
+    The seen ids (up to 11,000 of each kind per account) are not in the account's snapshot but in
+    `ID_CHUNKS` keys per kind (`seen_key`), written only when an id of theirs came or went
+    (`SymbolStage.ids_changed`): with `keys`, a named chunk is dumped even when empty, so that a chunk
+    emptied by forgetting is overwritten; without, only the chunks that hold ids.
+    """
     wanted = stage.books if keys is None else [k for k in keys if k in stage.books]
     out: dict[str, Snapshot] = {}
     for account in wanted:
@@ -28,16 +34,13 @@ def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
             "symbols": {s: {name: getattr(v, name) for name in _STATE_FIELDS} for s, v in book.symbols.items()},
             "filled": {s: dump_position(p) for s, p in book.filled.items()},
             "ledger": {name: getattr(book.ledger, name) for name in _LEDGER_FIELDS},
-            # in insertion order, not sorted: up to 10,000 ids each, dumped whenever the account is
-            # touched (sorting was 3/4 of that cost); which ids are forgotten never depends on the order
-            "seen_fills": dict(book.seen_fills),
-            "seen_signals": dict(book.seen_signals),
             "last_signal_ts": book.last_signal_ts,
             "fills_horizon": book.fills_horizon,
             "view": dump_view(book.view),
             "drift_alarm": book.drift_alarm,
             "recommendations": book.recommendations,
         }
+    out.update(_dump_seen(stage, keys))
     if keys is not None and PARTITION_KEY not in keys:
         return out  # the watch list, marks and closes did not change (`SymbolStage.touched`)
     out[PARTITION_KEY] = {
@@ -48,18 +51,59 @@ def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
     return out
 
 
+def _dump_seen(stage: SymbolStage, keys: Any) -> dict[str, Snapshot]:
+    """The chunks of seen ids: the named ones (`keys`), or every chunk that holds an id (`keys` None)."""
+    wanted: dict[tuple[str, str], set[int]] = {}
+    if keys is None:
+        for account, book in stage.books.items():
+            for kind, ids in (("fills", book.seen_fills), ("signals", book.seen_signals)):
+                wanted[(account, kind)] = {id_chunk(ident) for ident in ids}
+    else:
+        for key in keys:
+            parsed = parse_seen_key(key)
+            if parsed is not None and parsed[0] in stage.books:
+                wanted.setdefault(parsed[:2], set()).add(parsed[2])
+    out: dict[str, Snapshot] = {}
+    for (account, kind), chunks in wanted.items():
+        book = stage.books[account]
+        ids = book.seen_fills if kind == "fills" else book.seen_signals
+        parts: dict[int, dict[str, int]] = {chunk: {} for chunk in chunks}
+        for ident, ts in ids.items():
+            part = parts.get(id_chunk(ident))
+            if part is not None:
+                part[ident] = ts
+        for chunk, part in parts.items():
+            out[seen_key(account, kind, chunk)] = part
+    return out
+
+
 def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
+    parsed = parse_seen_key(key)
+    if parsed is not None:
+        book = stage.books.setdefault(parsed[0], SymbolBook())
+        (book.seen_fills if parsed[1] == "fills" else book.seen_signals).update(_seen_ids(data))
+        return
     if key == PARTITION_KEY:
         stage.watchers = {s: set(a) for s, a in data["watchers"].items()}
         stage.closes = dict(data.get("closes", {}))
         stage.marks = {s: (close, atr) for s, (close, atr) in data.get("marks", {}).items()}
         return
+    # Chunks loaded before the account's own key are kept. A snapshot from before the chunks holds the
+    # ids inline: they are taken, and every chunk is reported changed, so the next write stores them.
+    earlier = stage.books.get(key)
+    seen_fills = earlier.seen_fills if earlier is not None else {}
+    seen_signals = earlier.seen_signals if earlier is not None else {}
+    for kind, ids in (("fills", seen_fills), ("signals", seen_signals)):
+        inline = data.get(f"seen_{kind}")
+        if inline is not None:
+            ids.update(_seen_ids(inline))
+            stage.ids_changed |= seen_keys(key, kind)
     stage.books[key] = SymbolBook(
         symbols={s: l3.SymbolState(**v) for s, v in data["symbols"].items()},
         filled={s: load_position(p) for s, p in data["filled"].items()},
         ledger=Ledger(**data["ledger"]),
-        seen_fills=_seen_ids(data["seen_fills"]),
-        seen_signals=_seen_ids(data["seen_signals"]),
+        seen_fills=seen_fills,
+        seen_signals=seen_signals,
         last_signal_ts=data["last_signal_ts"],
         fills_horizon=data.get("fills_horizon"),
         view=load_view(data["view"]),

@@ -10,6 +10,7 @@ kernel's (`streams.core.kernel.sizing`); `snapshot.py` stores its state per acco
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,37 @@ would.
 _FILL_ID_SLACK = 1_000  # forgotten in batches: one sort per 1,000 fills, not one scan per fill
 
 MAX_SIGNAL_IDS = 10_000
+
+ID_CHUNKS = 32
+"""The seen ids of an account are stored in this many table keys (`seen_key`), each id in the chunk its
+CRC-32 names: a new id rewrites one chunk (~1/32 of the set) instead of the whole book. Up to 11,000 ids
+a kind in one value was ~0.4 MB written, and its undo part again, every time the account was touched."""
+
+
+def id_chunk(ident: str) -> int:
+    """The chunk an id is stored in: fixed by the id alone (CRC-32), the same on every worker and run."""
+    return zlib.crc32(ident.encode()) % ID_CHUNKS
+
+
+def seen_key(account: str, kind: str, chunk: int) -> str:
+    """The table key of chunk `chunk` of an account's seen `kind` ids (`fills` or `signals`); `|` is in no
+    account name (`schemas.base.Id`), so no account's own key looks like one."""
+    return f"{account}|{kind}|{chunk}"
+
+
+def parse_seen_key(key: str) -> tuple[str, str, int] | None:
+    """(account, kind, chunk) of a `seen_key`, or None for any other key."""
+    parts = key.split("|")
+    if len(parts) == 3 and parts[1] in ("fills", "signals") and parts[2].isdigit():
+        return parts[0], parts[1], int(parts[2])
+    return None
+
+
+def seen_keys(account: str, kind: str) -> set[str]:
+    """Every chunk key of an account's seen `kind` ids."""
+    return {seen_key(account, kind, chunk) for chunk in range(ID_CHUNKS)}
+
+
 """Signal ids Level 3 keeps per account: those of its 10,000 newest signals, plus the same slack.
 
 A reused id must be remembered to be refused: the decision id is a hash of the signal id, so a second
@@ -79,6 +111,8 @@ class SymbolStage(Level):
         self.closes: dict[str, float] = {}
         self.marks: dict[str, tuple[float, float | None]] = {}  # last close and ATR of every symbol (Level 2's)
         self._watchers_changed = False  # since `touched` last asked
+        # chunk keys of seen ids changed since `touched` last asked (bounded: accounts x 2 x ID_CHUNKS)
+        self.ids_changed: set[str] = set()
         self._order: dict[str, tuple[set[str], tuple[str, ...]]] = {}  # watchers, sorted: a bar visits them in order
         self._budget_on = config.budget.enabled
         self._cadence_on = config.policy.rebalance_triggers.on_cadence_tick
@@ -119,6 +153,9 @@ class SymbolStage(Level):
         """The keys `process(item)` may have changed; a bar marks the trailing peaks of every watcher."""
         keys = account_keys(item, forwarded, partition=item.kind == "bar" or self._watchers_changed)
         self._watchers_changed = False
+        if self.ids_changed:
+            keys |= self.ids_changed
+            self.ids_changed = set()
         if item.kind == "bar":
             keys.update(item.notes.get("accounts", {}))
             keys.update(self.watchers.get(item.bar.symbol, ()))
@@ -159,8 +196,10 @@ class SymbolStage(Level):
             self.stats["out_of_order"] += 1  # as old as ids already forgotten: it may be a duplicate, never apply it
             return [], []
         book.seen_fills[fill.fill_id] = fill.ts
+        self.ids_changed.add(seen_key(fill.account, "fills", id_chunk(fill.fill_id)))
         if len(book.seen_fills) > MAX_FILL_IDS + _FILL_ID_SLACK:
             _forget_oldest_fills(book)
+            self.ids_changed |= seen_keys(fill.account, "fills")
         position = book.filled.get(fill.symbol)
         if position is None:
             position = Position()
@@ -178,8 +217,10 @@ class SymbolStage(Level):
             self.stats["out_of_order"] += 1
             return [], []
         book.seen_signals[sig.signal_id] = sig.ts
+        self.ids_changed.add(seen_key(sig.account, "signals", id_chunk(sig.signal_id)))
         if len(book.seen_signals) > MAX_SIGNAL_IDS + _FILL_ID_SLACK:
             book.seen_signals = _newest(book.seen_signals, MAX_SIGNAL_IDS)[0]
+            self.ids_changed |= seen_keys(sig.account, "signals")
         book.last_signal_ts = sig.ts
         state = book.symbols.get(sig.symbol)
         if state is None:

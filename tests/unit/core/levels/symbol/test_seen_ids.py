@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from schemas.inputs import Signal
+from streams.core.items import Item
 from streams.core.levels.symbol import stage
 from streams.core.levels.symbol.snapshot import dump_symbol, load_symbol
 from streams.core.levels.symbol.stage import SymbolStage
@@ -99,3 +101,87 @@ def test_snapshot_when_seen_fills_were_a_list_then_every_id_kept() -> None:
 
     assert fresh.books["a"].seen_fills == {"f0": -1, "f1": -1}
     assert fresh.books["a"].fills_horizon is None
+
+
+def _chunks(account: str, kind: str, ids: list[str]) -> set[str]:
+    return {stage.seen_key(account, kind, stage.id_chunk(i)) for i in ids}
+
+
+def test_seen_ids_when_signals_arrive_then_only_their_chunks_are_touched_and_the_book_holds_none() -> None:
+    tape = _session()
+    for n in range(5):
+        tape.signal("a", "X", T0 + 1000 * (n + 1), f"s{n}", target_notional=1_000)
+    engine = tape.run().engine
+    level = engine.symbol
+    assert level.ids_changed == _chunks("a", "signals", [f"s{n}" for n in range(5)])
+    level.touched(_signal_item("a", "s4", T0 + 5000), [])  # what the tape changed, reported
+    assert level.ids_changed == set()
+
+    new = _signal_item("a", "s-new", T0 + 9000)
+    engine.process("signals", new.signal)
+    keys = level.touched(new, [])
+    dumped = dump_symbol(level, keys)
+
+    chunk = stage.seen_key("a", "signals", stage.id_chunk("s-new"))
+    assert keys == {"a", chunk}
+    assert "seen_signals" not in dumped["a"] and "seen_fills" not in dumped["a"]
+    assert "s-new" in dumped[chunk]
+    assert all(stage.id_chunk(i) == stage.id_chunk("s-new") for i in dumped[chunk])
+
+
+def _signal_item(account: str, signal_id: str, ts: int) -> Item:
+    sig = Signal.model_validate(
+        {"signal_id": signal_id, "account": account, "symbol": "X", "ts": ts, "strategy": "t", "target_notional": 1e3}
+    )
+    return Item("signal", account, sig)
+
+
+def test_seen_ids_when_stored_in_chunks_and_loaded_in_any_order_then_every_id_comes_back() -> None:
+    tape = _session()
+    for n in range(40):
+        tape.signal("a", "X", T0 + 1000 * (n + 1), f"sig-{n}", target_notional=1_000)
+    tape.fill("a", "X", "BUY", 1, 10.0, T0 + 50_000, "f1")
+    result = tape.run()
+    level = result.engine.symbol
+    dumped = dump_symbol(level)
+    fresh = SymbolStage(result.engine.config)
+
+    for key in sorted(dumped, reverse=True):  # the chunks before the account's own key
+        load_symbol(fresh, key, dumped[key])
+
+    assert fresh.books["a"].seen_signals == level.books["a"].seen_signals
+    assert fresh.books["a"].seen_fills == {"f1": T0 + 50_000}
+    assert fresh.ids_changed == set()  # nothing to write again
+
+
+def test_seen_ids_when_a_snapshot_holds_them_inline_then_every_chunk_is_written_at_the_next_store() -> None:
+    result = _session().signal("a", "X", T0 + 1000, "s1", target_notional=1_000).run()
+    own = dump_symbol(result.engine.symbol)["a"]
+    fresh = SymbolStage(result.engine.config)
+    legacy_ids = {f"old-{n}": T0 for n in range(100)}
+
+    load_symbol(fresh, "a", {**own, "seen_signals": legacy_ids, "seen_fills": {}})
+
+    assert fresh.books["a"].seen_signals == legacy_ids
+    all_chunks = stage.seen_keys("a", "signals") | stage.seen_keys("a", "fills")
+    assert fresh.ids_changed == all_chunks
+    dumped = dump_symbol(fresh, fresh.ids_changed)
+    stored = {i: ts for key in stage.seen_keys("a", "signals") for i, ts in dumped[key].items()}
+    assert stored == legacy_ids
+    assert all(dumped[key] == {} for key in stage.seen_keys("a", "fills"))  # emptied chunks are overwritten
+
+
+def test_seen_ids_when_the_oldest_are_forgotten_then_every_chunk_of_the_kind_is_touched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stage, "MAX_SIGNAL_IDS", 4)
+    monkeypatch.setattr(stage, "_FILL_ID_SLACK", 2)
+    tape = _session()
+    for n in range(7):
+        tape.signal("a", "X", T0 + 1000 * (n + 1), f"s{n}", target_notional=1_000)
+
+    level = tape.run().engine.symbol
+
+    assert stage.seen_keys("a", "signals") <= level.ids_changed
+    dumped = dump_symbol(level, stage.seen_keys("a", "signals"))
+    assert {i for key in stage.seen_keys("a", "signals") for i in dumped[key]} == set(level.books["a"].seen_signals)
