@@ -94,6 +94,19 @@ PARTITION_KEY = "@"
 """The key of a level's partition-wide state in its table (the other keys are account ids)."""
 
 
+def part_key(account: str, part: str, name: str) -> str:
+    """The table key of one part of an account's state kept apart from the account's own key (a
+    position, a chunk of seen ids), so that changing it does not rewrite the rest: `account|part|name`.
+    `|` is in no account name, symbol or id (`schemas.base`), so no other key looks like one."""
+    return f"{account}|{part}|{name}"
+
+
+def parse_part_key(key: str) -> tuple[str, str, str] | None:
+    """(account, part, name) of a `part_key`, or None for any other key."""
+    parts = key.split("|")
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
+
+
 def account_keys(item: Item, forwarded: list[Item], partition: bool = True) -> set[str]:
     """The item's account and the accounts of the items a level forwarded for it, and the partition key
     unless the level knows its partition-wide state did not change (`partition=False`).

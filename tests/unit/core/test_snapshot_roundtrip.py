@@ -44,6 +44,7 @@ NOT_STATE = frozenset(
         "pending_sum",
         "pending_until",
         "ids_changed",
+        "positions_changed",
     }
 )
 """Set from the config at construction, counters, caches rebuilt on demand, and what a level reports

@@ -23,7 +23,7 @@ from schemas.outputs import ClipRecord, Decision, RebalanceRun, RiskEvent
 from schemas.timefmt import format_ts
 from streams.core import budget as bm
 from streams.core.ids import decision_id, stable_id
-from streams.core.items import AccountView, Item, Level, Output, Result, account_keys
+from streams.core.items import AccountView, Item, Level, Output, Result, account_keys, part_key
 from streams.core.kernel.decision import Outcome, TradeContext, band_of, evaluate, inside_band
 from streams.core.levels.market.clusters import STATIC_PREFIX
 from streams.core.levels.portfolio.exposure import crossed_warning, exposures, heat_score
@@ -67,6 +67,11 @@ def _z(confidence: float) -> float:
     return NormalDist().inv_cdf(confidence)
 
 
+def position_key(account: str, sym: str) -> str:
+    """The table key of an account's position in `sym` (kept apart from the account's own key)."""
+    return part_key(account, "pos", sym)
+
+
 class PortfolioStage(Level):
     """Level 4 and the decision kernel: group, cluster, gross and net caps; every decision.
 
@@ -82,6 +87,8 @@ class PortfolioStage(Level):
         self.shadow = config.mode == "shadow"
         self.books: dict[str, PortfolioBook] = {}
         self.market = PortfolioMarket()
+        # position keys (`position_key`) changed since `touched` last asked (bounded: accounts x symbols)
+        self.positions_changed: set[str] = set()
         self._today_bias = config.rebalance.today_bias is not None
         static = config.risk.clusters.static
         # Static clusters hold from the first event, before Level 2 publishes its first map (SPEC §6.2).
@@ -119,7 +126,7 @@ class PortfolioStage(Level):
             outputs += self._flatten(account, book, ts, halt_id, state)
         if item.kind == "fill":
             fill = item.fill
-            position = self._position(book, fill.symbol)
+            position = self._position(account, book, fill.symbol)
             apply_fill(position, Ledger(), fill.signed_qty, fill.price, fill.fee, fill.decision_id)
             if fill.symbol not in self.market.closes:
                 position.last_price = fill.price
@@ -137,6 +144,9 @@ class PortfolioStage(Level):
         keys = account_keys(item, forwarded, partition=item.kind in ("bar", "cluster_map", "market_figures"))
         if item.kind == "bar":
             keys.update(item.notes.get("accounts", {}))
+        if self.positions_changed:
+            keys |= self.positions_changed
+            self.positions_changed = set()
         return keys
 
     def _rebalance(self, account: str, book: PortfolioBook, run: dict[str, Any]) -> list[Output]:
@@ -237,11 +247,15 @@ class PortfolioStage(Level):
             book.quota_used = 0.0
         book.view = view
 
-    def _position(self, book: PortfolioBook, sym: str) -> Position:
+    def _position(self, account: str, book: PortfolioBook, sym: str) -> Position:
+        """The account's position in `sym`, to be changed: every change of a position goes through here, so
+        that its key is stored (`touched`). Expired pending entries, dropped as they are read, are not
+        changes: stored, they are expired on restore too."""
         position = book.positions.get(sym)
         if position is None:
             position = Position()
             book.positions[sym] = position
+        self.positions_changed.add(position_key(account, sym))
         return position
 
     def _mark(self, sym: str, position: Position) -> float:
@@ -533,7 +547,7 @@ class PortfolioStage(Level):
         if signed != 0 and not self.shadow:
             opening_buy = outcome.opening_notional / ctx.price if signed > 0 else 0.0
             price = ctx.price if opening_buy > 0 else 0.0
-            position = self._position(book, sym)
+            position = self._position(account, book, sym)
             add_pending(position, did, signed, ts + rules.pending_ttl, opening_buy, price)
             if sym not in self.market.closes:
                 position.last_price = ctx.price  # no bar yet: the pending part is valued at its decision's price

@@ -17,7 +17,7 @@ from typing import Any
 from schemas.config import Config
 from schemas.inputs import Bar
 from streams.core import budget as bm
-from streams.core.items import AccountView, Item, Level, Output, Result, account_keys
+from streams.core.items import AccountView, Item, Level, Output, Result, account_keys, parse_part_key, part_key
 from streams.core.kernel.sizing import size_notional
 from streams.core.levels.symbol import stops as l3
 from streams.core.levels.symbol.targets import capped_target
@@ -68,17 +68,16 @@ def id_chunk(ident: str) -> int:
 
 
 def seen_key(account: str, kind: str, chunk: int) -> str:
-    """The table key of chunk `chunk` of an account's seen `kind` ids (`fills` or `signals`); `|` is in no
-    account name (`schemas.base.Id`), so no account's own key looks like one."""
-    return f"{account}|{kind}|{chunk}"
+    """The table key of chunk `chunk` of an account's seen `kind` ids (`fills` or `signals`)."""
+    return part_key(account, kind, str(chunk))
 
 
 def parse_seen_key(key: str) -> tuple[str, str, int] | None:
     """(account, kind, chunk) of a `seen_key`, or None for any other key."""
-    parts = key.split("|")
-    if len(parts) == 3 and parts[1] in ("fills", "signals") and parts[2].isdigit():
-        return parts[0], parts[1], int(parts[2])
-    return None
+    parsed = parse_part_key(key)
+    if parsed is None or parsed[1] not in ("fills", "signals") or not parsed[2].isdigit():
+        return None
+    return parsed[0], parsed[1], int(parsed[2])
 
 
 def seen_keys(account: str, kind: str) -> set[str]:
