@@ -45,6 +45,7 @@ NOT_STATE = frozenset(
         "pending_until",
         "ids_changed",
         "positions_changed",
+        "id_index",
     }
 )
 """Set from the config at construction, counters, caches rebuilt on demand, and what a level reports

@@ -66,14 +66,8 @@ def _dump_seen(stage: SymbolStage, keys: Any) -> dict[str, Snapshot]:
     out: dict[str, Snapshot] = {}
     for (account, kind), chunks in wanted.items():
         book = stage.books[account]
-        ids = book.seen_fills if kind == "fills" else book.seen_signals
-        parts: dict[int, dict[str, int]] = {chunk: {} for chunk in chunks}
-        for ident, ts in ids.items():
-            part = parts.get(id_chunk(ident))
-            if part is not None:
-                part[ident] = ts
-        for chunk, part in parts.items():
-            out[seen_key(account, kind, chunk)] = part
+        for chunk in chunks:
+            out[seen_key(account, kind, chunk)] = dict(book.chunk_of_ids(kind, chunk))
     return out
 
 
@@ -82,6 +76,7 @@ def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
     if parsed is not None:
         book = stage.books.setdefault(parsed[0], SymbolBook())
         (book.seen_fills if parsed[1] == "fills" else book.seen_signals).update(_seen_ids(data))
+        book.id_index = None
         return
     if key == PARTITION_KEY:
         stage.watchers = {s: set(a) for s, a in data["watchers"].items()}

@@ -38,6 +38,25 @@ class SymbolBook:
     view: AccountView | None = None
     drift_alarm: bool = False
     recommendations: list[dict[str, Any]] = field(default_factory=list)
+    # The seen ids by kind and chunk, in insertion order (built on first use, kept up to date as ids come,
+    # dropped when ids are forgotten or loaded): storing a chunk reads its ids, not all 11,000 of a kind.
+    id_index: dict[str, dict[int, dict[str, int]]] | None = field(default=None, compare=False, repr=False)
+
+    def chunk_of_ids(self, kind: str, chunk: int) -> dict[str, int]:
+        """The seen `kind` ids (id -> ts) in chunk `chunk`, in insertion order."""
+        if self.id_index is None:
+            index: dict[str, dict[int, dict[str, int]]] = {"fills": {}, "signals": {}}
+            for name, ids in (("fills", self.seen_fills), ("signals", self.seen_signals)):
+                for ident, ts in ids.items():
+                    index[name].setdefault(id_chunk(ident), {})[ident] = ts
+            self.id_index = index
+        return self.id_index[kind].get(chunk, {})
+
+    def remember(self, kind: str, ident: str, ts: int) -> None:
+        """Add a seen id (`fills` or `signals`)."""
+        (self.seen_fills if kind == "fills" else self.seen_signals)[ident] = ts
+        if self.id_index is not None:
+            self.id_index[kind].setdefault(id_chunk(ident), {})[ident] = ts
 
 
 _GATED = ("HALTED", "SHUTDOWN", "REDUCING")
@@ -56,9 +75,9 @@ _FILL_ID_SLACK = 1_000  # forgotten in batches: one sort per 1,000 fills, not on
 
 MAX_SIGNAL_IDS = 10_000
 
-ID_CHUNKS = 32
+ID_CHUNKS = 128
 """The seen ids of an account are stored in this many table keys (`seen_key`), each id in the chunk its
-CRC-32 names: a new id rewrites one chunk (~1/32 of the set) instead of the whole book. Up to 11,000 ids
+CRC-32 names: a new id rewrites one chunk (~1/128 of the set) instead of the whole book. Up to 11,000 ids
 a kind in one value was ~0.4 MB written, and its undo part again, every time the account was touched."""
 
 
@@ -194,10 +213,11 @@ class SymbolStage(Level):
         if book.fills_horizon is not None and fill.ts <= book.fills_horizon:
             self.stats["out_of_order"] += 1  # as old as ids already forgotten: it may be a duplicate, never apply it
             return [], []
-        book.seen_fills[fill.fill_id] = fill.ts
+        book.remember("fills", fill.fill_id, fill.ts)
         self.ids_changed.add(seen_key(fill.account, "fills", id_chunk(fill.fill_id)))
         if len(book.seen_fills) > MAX_FILL_IDS + _FILL_ID_SLACK:
             _forget_oldest_fills(book)
+            book.id_index = None
             self.ids_changed |= seen_keys(fill.account, "fills")
         position = book.filled.get(fill.symbol)
         if position is None:
@@ -215,10 +235,11 @@ class SymbolStage(Level):
         if book.last_signal_ts is not None and sig.ts < book.last_signal_ts:
             self.stats["out_of_order"] += 1
             return [], []
-        book.seen_signals[sig.signal_id] = sig.ts
+        book.remember("signals", sig.signal_id, sig.ts)
         self.ids_changed.add(seen_key(sig.account, "signals", id_chunk(sig.signal_id)))
         if len(book.seen_signals) > MAX_SIGNAL_IDS + _FILL_ID_SLACK:
             book.seen_signals = _newest(book.seen_signals, MAX_SIGNAL_IDS)[0]
+            book.id_index = None
             self.ids_changed |= seen_keys(sig.account, "signals")
         book.last_signal_ts = sig.ts
         state = book.symbols.get(sig.symbol)

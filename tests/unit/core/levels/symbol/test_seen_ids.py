@@ -185,3 +185,20 @@ def test_seen_ids_when_the_oldest_are_forgotten_then_every_chunk_of_the_kind_is_
     assert stage.seen_keys("a", "signals") <= level.ids_changed
     dumped = dump_symbol(level, stage.seen_keys("a", "signals"))
     assert {i for key in stage.seen_keys("a", "signals") for i in dumped[key]} == set(level.books["a"].seen_signals)
+
+
+def test_seen_ids_when_ids_come_after_the_chunks_were_read_then_each_chunk_still_holds_exactly_its_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stage, "MAX_SIGNAL_IDS", 30)
+    monkeypatch.setattr(stage, "_FILL_ID_SLACK", 5)
+    engine = _session().run().engine
+    level = engine.symbol
+    for n in range(80):  # forgetting happens twice on the way
+        item = _signal_item("a", f"later-{n}", T0 + 1000 * (n + 1))
+        engine.process("signals", item.signal)
+        dumped = dump_symbol(level, stage.seen_keys("a", "signals"))  # reads (and indexes) every chunk
+        ids = level.books["a"].seen_signals
+        for chunk in range(stage.ID_CHUNKS):
+            expected = {i: ts for i, ts in ids.items() if stage.id_chunk(i) == chunk}
+            assert dumped[stage.seen_key("a", "signals", chunk)] == expected
