@@ -751,6 +751,7 @@ async def _pipeline_drive(lines: list[bytes], dep: Deployment, expected: int, de
     )
     drained_at["at"] = time.monotonic()
     await watcher
+    records = await topic_records(dep.bootstrap, (dep.prefix, dep.app_id))
     # Every event through: the last decision consumed, or the group's commit of every input and internal
     # topic if that comes later (a tape's last decision may come well before its last bars are handled).
     end = max(seen["last"], drained_at["at"]) if drained else seen["last"] or drained_at["at"]
@@ -763,6 +764,8 @@ async def _pipeline_drive(lines: list[bytes], dep: Deployment, expected: int, de
         "drained_events_per_s": round(len(lines) / (drained_at["at"] - started), 1),
         "decisions_consumed": seen["decisions"],
         "decisions_expected_by_replay": expected,
+        "records_by_topic": records,
+        "records_per_input": round(sum(records.values()) / max(len(lines), 1), 2),
     }
 
 
