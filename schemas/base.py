@@ -82,6 +82,21 @@ Weight = Annotated[float, Field(ge=-WEIGHT_MAX, le=WEIGHT_MAX, allow_inf_nan=Fal
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@/#+=~-]+$")]
 """Ids and account names: 1-128 characters of [A-Za-z0-9_.:@/#+=~-]."""
+
+RESERVED_ACCOUNTS = frozenset({"@", "#applied"})
+"""Names the level tables use for their own keys (a partition's state, the batch marker): an account so
+named would share its table key with them, so no input, control or configuration may name one."""
+
+
+def not_reserved_account(name: str) -> str:
+    """`name`, unless it is one of `RESERVED_ACCOUNTS`."""
+    if name in RESERVED_ACCOUNTS:
+        raise ValueError(f"account name {name!r} is reserved for the guard's own table keys")
+    return name
+
+
+AccountId = Annotated[Id, AfterValidator(not_reserved_account)]
+"""An account name: an `Id` other than the reserved `@` and `#applied`."""
 Symbol = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_./:^=-]+$")]
 """Symbols: 1-32 characters of [A-Za-z0-9_./:^=-] (BRK.B, BF-B, ^GSPC, EUR/USD, ES=F)."""
 Signature = Annotated[str, Field(max_length=128, pattern=r"^[0-9a-fA-F]*$")]

@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.base import RESERVED_ACCOUNTS
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
 
@@ -580,6 +582,9 @@ class Config(Frozen):
 
     @model_validator(mode="after")
     def _profiles_exist(self) -> Config:
+        for acct in self.accounts:
+            if acct in RESERVED_ACCOUNTS:
+                raise ValueError(f"accounts.{acct}: account name {acct!r} is reserved for the guard's own table keys")
         names = [("profile", self.profile)] + [
             (f"accounts.{acct}.profile", o.profile) for acct, o in self.accounts.items()
         ]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from schemas.base import (
+    AccountId,
     Fee,
     Id,
     InputModel,
@@ -21,6 +22,7 @@ from schemas.base import (
     Symbol,
     Volume,
     Weight,
+    not_reserved_account,
 )
 
 
@@ -67,7 +69,7 @@ class Fill(InputModel):
     """An execution report; repeated fill ids are ignored."""
 
     fill_id: Id
-    account: Id
+    account: AccountId
     symbol: Symbol
     side: Side
     qty: Quantity
@@ -85,7 +87,7 @@ class Signal(InputModel):
     """A strategy's wish for one symbol: exactly one of target_notional, target_weight, direction."""
 
     signal_id: Id
-    account: Id
+    account: AccountId
     symbol: Symbol
     ts: InputTime
     strategy: Id = "default"
@@ -108,7 +110,7 @@ class Signal(InputModel):
 class Equity(InputModel):
     """Account equity (incl. open P&L), optional balance (closed P&L only) and cash."""
 
-    account: Id
+    account: AccountId
     ts: InputTime
     equity: Money
     balance: Money | None = None
@@ -119,7 +121,11 @@ class Control(InputModel):
     """A signed operator command (SPEC §8)."""
 
     command: Command
-    account: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^(\*|[A-Za-z0-9_.:@/#+=~-]+)$")]
+    account: Annotated[
+        str,
+        Field(min_length=1, max_length=128, pattern=r"^(\*|[A-Za-z0-9_.:@/#+=~-]+)$"),
+        AfterValidator(not_reserved_account),
+    ]
     ts: InputTime
     issued_by: Id
     nonce: Id

@@ -75,3 +75,38 @@ def test_schema_command_when_run_then_writes_valid_json_schemas(tmp_path: Path) 
     decision = json.loads((tmp_path / "decisions.Decision.schema.json").read_text())
     assert set(Decision.model_fields) <= set(decision["properties"])
     assert decision["properties"]["ts"]["format"] == "date-time"
+
+
+RESERVED_CASES = [
+    (Signal, {"signal_id": "s1", "symbol": "X", "ts": 1_704_205_800_000, "strategy": "t", "target_notional": 1.0}),
+    (Fill, {"fill_id": "f1", "symbol": "X", "side": "BUY", "qty": 1.0, "price": 10.0, "ts": 1_704_205_800_000}),
+    (Equity, {"ts": 1_704_205_800_000, "equity": 1_000.0}),
+]
+
+
+@pytest.mark.parametrize("name", ["@", "#applied"])
+@pytest.mark.parametrize(("model", "fields"), RESERVED_CASES)
+def test_account_when_named_like_a_table_key_of_the_guard_then_rejected(
+    model: type[Any], fields: dict[str, Any], name: str
+) -> None:
+    with pytest.raises(ValidationError, match="reserved for the guard's own table keys"):
+        model.model_validate({**fields, "account": name})
+    assert model.model_validate({**fields, "account": name + "x"}).account == name + "x"  # only the exact names
+
+
+def test_control_and_config_when_an_account_is_named_like_a_table_key_then_rejected() -> None:
+    from schemas.config import Config
+    from schemas.inputs import Control
+
+    control = {
+        "command": "HALT",
+        "ts": 1_704_205_800_000,
+        "issued_by": "ops",
+        "nonce": "n1",
+        "expires_at": 1_704_209_400_000,
+    }
+    with pytest.raises(ValidationError, match="reserved"):
+        Control.model_validate({**control, "account": "#applied"})
+    assert Control.model_validate({**control, "account": "*"}).account == "*"
+    with pytest.raises(ValidationError, match="reserved"):
+        Config.model_validate({"accounts": {"@": {}}})
