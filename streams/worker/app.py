@@ -196,7 +196,19 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
     app.agent(bars, name="level-market")(market_agent.run)
     names = [t.get_topic_name() for t in (market, *inputs.values())]
     sources = InputTopics(app, topics=names, key_serializer="raw", value_serializer="raw")
-    app.agent(sources, name="sequencer")(sequencer.run)
+    if os.environ.get("RISKGUARD_EXPERIMENT_BULK_SEQUENCER") == "1":
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def bulk_sequencer() -> None:
+            await sequencer.run_bulk(
+                settings.bootstrap,
+                f"{settings.app_id}-sequencer",
+                instance_id(settings) + "-seq",
+                names,
+                kafka_security.aiokafka_kwargs(),
+            )
+    else:
+        app.agent(sources, name="sequencer")(sequencer.run)
     app.agent(sequenced, name="level-chain")(chain.run)
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]

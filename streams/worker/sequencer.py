@@ -29,6 +29,7 @@ from streams.core.items import Item, Output, item_for
 from streams.tape import BadMessage, SecurityRefusal, decode_value, load_json, security_event
 from streams.topology import SEQ_HEADER, decode_packet, encode_item, pack, packet_body
 from streams.worker.batching import batches
+from streams.worker.commit import Refetched
 from streams.worker.outputs import Outputs
 from streams.worker.partitioned import T0_HEADER, WATCH_FILL_MAX, Runtime, Send, oldest_t0, publish, record_of
 from streams.worker.settings import partition_for
@@ -184,6 +185,50 @@ class Sequencer:
         async for events in batches(stream, settings.batch_max, settings.batch_window_ms / 1000.0):
             async with self.lock:
                 await self.sequence_in_order(events)
+
+    async def run_bulk(self, bootstrap: str, group: str, instance: str, topics: list[str], kwargs: dict[str, Any]) -> None:
+        """EXPERIMENT: the inputs read in bulk by a consumer of the sequencer's own (no Faust stream)."""
+        from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+        from aiokafka.structs import OffsetAndMetadata
+
+        lock = self.lock
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                async with lock:
+                    pass
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                return None
+
+        settings = self.rt.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            group_instance_id=instance,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, settings.session_timeout_s / 3) * 1000),
+            isolation_level="read_committed",
+            **kwargs,
+        )
+        await consumer.start()
+        consumer.subscribe(topics, listener=Listener())
+        try:
+            while True:
+                data = await consumer.getmany(timeout_ms=200, max_records=settings.batch_max)
+                if not data:
+                    continue
+                async with lock:
+                    events = [Refetched(r) for tp in sorted(data, key=str) for r in data[tp]]
+                    unacked = [await publish(self.rt.app, send, list(send.headers)) for send in self.sequence(events)]
+                    await asyncio.gather(*unacked)
+                    await consumer.commit(
+                        {tp: OffsetAndMetadata(records[-1].offset + 1, "") for tp, records in data.items()}
+                    )
+        finally:
+            await consumer.stop()
 
     async def watch(self) -> None:
         """Read what sits below an input partition's end while its stream brings nothing (see `CommitGate`)."""
