@@ -11,7 +11,6 @@ Every client made here authenticates and encrypts as `streams.security` reads fr
 from __future__ import annotations
 
 import asyncio
-import os
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -302,8 +301,8 @@ async def wait_drained(
         while time.monotonic() < deadline:
             ends = await consumer.end_offsets(parts)
             committed = await admin.list_consumer_group_offsets(app_id)
-            if os.environ.get("RISKGUARD_EXPERIMENT_BULK_SEQUENCER") == "1":  # EXPERIMENT: inputs in their own group
-                committed = {**committed, **await admin.list_consumer_group_offsets(app_id + "-sequencer")}
+            # the sequencer's inputs are committed by its own group (`streams.worker.sequencer`)
+            committed = {**committed, **await admin.list_consumer_group_offsets(app_id + "-sequencer")}
             behind = [tp for tp in parts if ends[tp] > 0 and (tp not in committed or committed[tp].offset < ends[tp])]
             still = []
             for tp in behind:
