@@ -289,8 +289,11 @@ class Run:
         count = 0
         try:
             while time.monotonic() < deadline:
-                try:  # the inputs are the sequencer's: committed by its own group
-                    offsets = await admin.list_consumer_group_offsets(self.deployment.app_id + "-sequencer")
+                try:  # bars are the market agent's (the app's group), the other inputs the sequencer's group
+                    offsets = {
+                        **await admin.list_consumer_group_offsets(self.deployment.app_id),
+                        **await admin.list_consumer_group_offsets(self.deployment.app_id + "-sequencer"),
+                    }
                 except Exception:  # the coordinator moves during rebalances and restarts
                     offsets = {}
                 count = max(count, sum(m.offset for tp, m in offsets.items() if tp.topic in names and m.offset > 0))
