@@ -301,6 +301,8 @@ async def wait_drained(
         while time.monotonic() < deadline:
             ends = await consumer.end_offsets(parts)
             committed = await admin.list_consumer_group_offsets(app_id)
+            # the sequencer's inputs are committed by its own group (`streams.worker.sequencer`)
+            committed = {**committed, **await admin.list_consumer_group_offsets(app_id + "-sequencer")}
             behind = [tp for tp in parts if ends[tp] > 0 and (tp not in committed or committed[tp].offset < ends[tp])]
             still = []
             for tp in behind:

@@ -77,13 +77,6 @@ class CleanStop:
             self.marker.unlink()
 
 
-class InputTopics(faust.Topic):
-    """The sequencer's several input topics as one source; named by all of them (Faust's `agents` lists it)."""
-
-    def get_topic_name(self) -> str:
-        return ",".join(self.topics) if self.topics and len(self.topics) > 1 else str(super().get_topic_name())
-
-
 def instance_id(settings: WorkerSettings) -> str:
     """This worker's static member id: the configured one, else the host (unique with the web port on a host)."""
     return settings.group_instance_id or f"{settings.app_id}-{socket.gethostname()}-{settings.web_port}"
@@ -163,7 +156,7 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
     sequenced = topic("sequenced")
     out_topics = {name: topic(name) for name in OUTPUT_TOPICS}
     output_names = {name: topics.name(name) for name in OUTPUT_TOPICS}
-    gate = CommitGate(app, {t.get_topic_name() for t in (bars, market, *inputs.values(), sequenced)})
+    gate = CommitGate(app, {t.get_topic_name() for t in (bars, sequenced)})
     recent = RecentOutputs()
     outputs = Outputs(out_topics, metrics, recent)
 
@@ -195,17 +188,28 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
 
     app.agent(bars, name="level-market")(market_agent.run)
     names = [t.get_topic_name() for t in (market, *inputs.values())]
-    sources = InputTopics(app, topics=names, key_serializer="raw", value_serializer="raw")
-    app.agent(sources, name="sequencer")(sequencer.run)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def sequencer_task() -> None:
+        """The sequencer on a consumer of its own (`Sequencer.run`), started and stopped with the app."""
+        for source in (market, *inputs.values()):
+            await source.maybe_declare()  # no Faust agent reads them, so Faust would not create them
+        await sequencer.run(
+            settings.bootstrap,
+            f"{settings.app_id}-sequencer",
+            instance_id(settings) + "-sequencer",
+            names,
+            kafka_security.aiokafka_kwargs(),
+        )
     app.agent(sequenced, name="level-chain")(chain.run)
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def consumer_lag() -> None:
-        metrics.replace_lags(faust_lags(app))
+        metrics.replace_lags([*faust_lags(app), *sequencer.lags()])
 
     @app.timer(interval=WATCH_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def watchdog() -> None:
-        await watch_all((market_agent.watch, sequencer.watch, chain.watch))
+        await watch_all((market_agent.watch, chain.watch))
 
     bars_name = bars.get_topic_name()
 

@@ -289,8 +289,11 @@ class Run:
         count = 0
         try:
             while time.monotonic() < deadline:
-                try:
-                    offsets = await admin.list_consumer_group_offsets(self.deployment.app_id)
+                try:  # bars are the market agent's (the app's group), the other inputs the sequencer's group
+                    offsets = {
+                        **await admin.list_consumer_group_offsets(self.deployment.app_id),
+                        **await admin.list_consumer_group_offsets(self.deployment.app_id + "-sequencer"),
+                    }
                 except Exception:  # the coordinator moves during rebalances and restarts
                     offsets = {}
                 count = max(count, sum(m.offset for tp, m in offsets.items() if tp.topic in names and m.offset > 0))
@@ -372,16 +375,20 @@ class Run:
         return asyncio.run(self._reset())
 
     async def _reset(self) -> int:
+        total = 0
+        for group in (self.deployment.app_id, self.deployment.app_id + "-sequencer"):  # the levels', the sequencer's
+            total += await self._reset_group(group)
+        return total
+
+    async def _reset_group(self, group: str) -> int:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.deployment.bootstrap)
         await admin.start()
         try:
-            committed = await admin.list_consumer_group_offsets(self.deployment.app_id)
+            committed = await admin.list_consumer_group_offsets(group)
         finally:
             await admin.close()
         parts = sorted(committed)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.deployment.bootstrap, group_id=self.deployment.app_id, enable_auto_commit=False
-        )
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.deployment.bootstrap, group_id=group, enable_auto_commit=False)
         await consumer.start()
         try:
             consumer.assign(parts)
