@@ -201,6 +201,7 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
             names,
             kafka_security.aiokafka_kwargs(),
         )
+
     app.agent(sequenced, name="level-chain")(chain.run)
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]

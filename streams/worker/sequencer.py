@@ -7,8 +7,8 @@ log is a complete, replayable sequence for its accounts. A message that is not v
 the dead letter with its origin (topic, partition, offset); a refused control also raises a
 `security` event; nothing it reads can stop it.
 
-The sequencer keeps no table: its progress is the offsets it reports handled once its packets are in
-Kafka (`CommitGate`). A crash in between sequences those inputs again; the levels drop what they
+The sequencer keeps no table: its progress is the offsets its own consumer commits once its packets are
+in Kafka (`Sequencer.run`). A crash in between sequences those inputs again; the levels drop what they
 already applied (repeated fill and signal ids, out-of-order equity, a bar at or before its symbol's
 last, a nonce seen before).
 """

@@ -388,7 +388,9 @@ class Run:
         finally:
             await admin.close()
         parts = sorted(committed)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.deployment.bootstrap, group_id=group, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.deployment.bootstrap, group_id=group, enable_auto_commit=False
+        )
         await consumer.start()
         try:
             consumer.assign(parts)
