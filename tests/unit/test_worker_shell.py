@@ -105,3 +105,15 @@ def test_watchdog_when_a_read_fails_with_the_broker_away_then_the_others_run_and
     assert ran == ["market", "chain"]
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(watch_all((cancelled, fine)))
+
+
+def test_merge_fetches_when_a_partition_comes_in_both_then_its_records_stay_in_offset_order() -> None:
+    from streams.worker.sequencer import merge_fetches
+
+    first = {"tp0": [1, 2], "tp1": [10]}
+    more = {"tp1": [11, 12], "tp2": [20]}
+
+    merged = merge_fetches(first, more)
+
+    assert merged == {"tp0": [1, 2], "tp1": [10, 11, 12], "tp2": [20]}
+    assert first == {"tp0": [1, 2], "tp1": [10]}  # the fetch itself is left as it was
