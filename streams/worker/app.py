@@ -135,6 +135,7 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
         table_standby_replicas=settings.standby_replicas,
         stream_buffer_maxsize=8192,
     )
+    faust_compat.idempotent_producer(app)  # a retry after the broker comes back writes nothing twice
     if settings.store.startswith("rocksdb") and CleanStop(appdir).arm(Path(app.conf.tabledir)):
         log.warning("unclean_stop_local_tables_dropped", tabledir=str(app.conf.tabledir))
     install_faust_sensor(app, metrics.registry)

@@ -45,6 +45,30 @@ def test_faust_tables_when_run_on_the_worker_module_then_one_table_per_level(tmp
         assert table in out
 
 
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_built_app_when_any_guarantee_then_its_producer_is_idempotent_with_acks_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, guarantee: str
+) -> None:
+    from streams.worker.app import build_app
+
+    monkeypatch.setenv("RISKGUARD_DATADIR", str(tmp_path))
+    monkeypatch.setenv("RISKGUARD_STORE", "memory://")
+    monkeypatch.setenv("RISKGUARD_PROCESSING_GUARANTEE", guarantee)
+    config = load_config(None)
+    settings = WorkerSettings.from_config(config)
+    assert settings.processing_guarantee == guarantee
+    extra = build_app(config, settings).producer._settings_extra()
+    assert extra["enable_idempotence"] is True and extra["acks"] == "all"
+
+
+def test_idempotent_producer_when_faust_producer_lacks_the_hook_then_clear_error() -> None:
+    class App:
+        producer = object()
+
+    with pytest.raises(faust_compat.IncompatibleFaust, match="_settings_extra"):
+        faust_compat.idempotent_producer(App())
+
+
 def test_check_when_installed_faust_differs_from_the_pin_then_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(faust_compat.metadata, "version", lambda package: "9.9.9")
     with pytest.raises(faust_compat.IncompatibleFaust, match=r"faust-streaming 9\.9\.9 is installed.*0\.15\.3"):
