@@ -13,7 +13,7 @@ from schemas.config import Config, config_from_dict, load_config
 from schemas.inputs import Bar
 from streams.core.engine import Engine
 from streams.core.items import PARTITION_KEY, item_for
-from streams.core.levels.market.snapshot import CLUSTERS_KEY, dump_market, load_market
+from streams.core.levels.market.snapshot import CLUSTERS_KEY, ROW_PREFIX, dump_market, load_market, row_key
 from streams.core.levels.market.stage import MarketStage
 from streams.core.snapshot import DUMPERS, LOADERS
 from streams.gen import GenParams, generate
@@ -133,40 +133,96 @@ def _market(timestamps: int, symbols: int = 6, pending: int = 3) -> MarketStage:
     return stage
 
 
-def test_market_dump_when_no_new_bar_timestamp_then_cluster_bytes_identical_object() -> None:
+def _window_keys(dumped: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in dumped.items() if key == CLUSTERS_KEY or key.startswith(ROW_PREFIX)}
+
+
+def test_market_dump_when_no_new_bar_timestamp_then_window_bytes_identical_objects() -> None:
     stage = _market(timestamps=25)
     first = dump_market(stage)
     revision = stage.state.clusters.revision
     _feed(stage, _bar("S05", 60_000 * 26, 105.5))  # one more bar of the pending timestamp
     second = dump_market(stage)
 
-    assert second[CLUSTERS_KEY] is first[CLUSTERS_KEY]
+    assert first.keys() == second.keys()
+    assert all(second[key] is value for key, value in _window_keys(first).items())
     assert stage.state.clusters.revision == revision
     assert second[PARTITION_KEY] != first[PARTITION_KEY]  # the pending bar is in `@`
 
 
-def test_market_dump_when_bar_completes_a_timestamp_then_cluster_bytes_rebuilt() -> None:
+def test_market_dump_when_bar_completes_a_timestamp_then_head_and_one_row_change() -> None:
     stage = _market(timestamps=25)
-    first = dump_market(stage)[CLUSTERS_KEY]
+    first = _window_keys(dump_market(stage))
     revision = stage.state.clusters.revision
     _feed(stage, _bar("S00", 60_000 * 27, 101.0))  # a later timestamp completes the pending one
-    second = dump_market(stage)[CLUSTERS_KEY]
+    second = _window_keys(dump_market(stage))
 
-    assert stage.state.clusters.revision == revision + 1
-    assert second != first
-    assert second == orjson.dumps(stage.state.clusters.window())
+    clusters = stage.state.clusters
+    kept, version = clusters.params.kept, clusters.current.version
+    assert clusters.revision == revision + 1 and version == 26
+    changed = {key for key in second if second[key] != first.get(key)}
+    assert changed == {CLUSTERS_KEY, row_key(26, kept)}  # 26 rows so far (fewer than kept): a new slot
+    row = orjson.loads(second[row_key(26, kept)])
+    assert row["row"] == 26
+    assert row["returns"] == [None if x != x else x for x in clusters.returns(1)[0].tolist()]
+    head = orjson.loads(second[CLUSTERS_KEY])
+    assert head["rows"] == 26 and head["version"] == 26 and head["symbols"] == list(clusters.symbols)
 
 
-@pytest.mark.parametrize("order", [(PARTITION_KEY, CLUSTERS_KEY), (CLUSTERS_KEY, PARTITION_KEY)])
-def test_market_load_when_split_keys_in_either_order_then_restores_same_state(order: tuple[str, str]) -> None:
+def test_market_dump_when_the_window_is_full_then_a_new_row_takes_the_oldest_rows_slot() -> None:
+    stage = _market(timestamps=60)
+    clusters = stage.state.clusters
+    kept = clusters.params.kept
+    assert kept < 60
+    before = _window_keys(dump_market(stage))
+    _feed(stage, _bar("S00", 60_000 * 62, 101.0))
+    after = _window_keys(dump_market(stage))
+
+    assert len([key for key in after if key.startswith(ROW_PREFIX)]) == kept
+    assert {key for key in after if after[key] != before[key]} == {CLUSTERS_KEY, row_key(61, kept)}
+    assert row_key(61, kept) == row_key(61 - kept, kept)  # the row that left the window
+
+
+def test_market_dump_when_a_new_symbol_comes_then_earlier_rows_restore_with_its_column_empty() -> None:
     stage = _market(timestamps=25)
+    for t in (26, 27):
+        for k in range(7):  # S06 is new at timestamp 26
+            _feed(stage, _bar(f"S{k:02d}", 60_000 * (t + 1), 100.0 + k + t * 0.1))
     dumped = dump_market(stage)
     fresh = MarketStage(CONFIG)
-    for key in order:
+    for key, value in sorted(dumped.items()):
+        load_market(fresh, key, orjson.loads(_json(value)))
+
+    assert fresh.state.clusters.to_dict() == stage.state.clusters.to_dict()
+    assert fresh.state.clusters.current == stage.state.clusters.current
+
+
+@pytest.mark.parametrize("order", ["sorted", "rows first", "reversed"])
+def test_market_load_when_keys_in_any_order_then_restores_same_state(order: str) -> None:
+    stage = _market(timestamps=25)
+    dumped = dump_market(stage)
+    keys = sorted(dumped)
+    if order == "rows first":
+        keys = [k for k in keys if k.startswith(ROW_PREFIX)] + [k for k in keys if not k.startswith(ROW_PREFIX)]
+    elif order == "reversed":
+        keys.reverse()
+    fresh = MarketStage(CONFIG)
+    for key in keys:
         load_market(fresh, key, orjson.loads(_json(dumped[key])))
 
     assert _plain(dump_market(fresh)) == _plain(dumped)
     assert fresh.state.clusters.to_dict() == stage.state.clusters.to_dict()
+    assert fresh.state.clusters.current == stage.state.clusters.current
+
+
+def test_market_load_when_the_window_under_one_key_then_restores_same_state() -> None:
+    stage = _market(timestamps=25)
+    new = _plain(dump_market(stage))
+    fresh = MarketStage(CONFIG)
+    load_market(fresh, PARTITION_KEY, new[PARTITION_KEY])
+    load_market(fresh, CLUSTERS_KEY, orjson.loads(orjson.dumps(stage.state.clusters.window())))
+
+    assert _plain(dump_market(fresh)) == new
     assert fresh.state.clusters.current == stage.state.clusters.current
 
 
@@ -194,7 +250,7 @@ def test_market_when_restored_from_split_keys_then_next_maps_identical() -> None
             _feed(fresh, _bar(f"S{k:02d}", 60_000 * (t + 1), close))
 
     assert fresh.state.clusters.current == stage.state.clusters.current
-    assert dump_market(fresh)[CLUSTERS_KEY] == dump_market(stage)[CLUSTERS_KEY]
+    assert _window_keys(dump_market(fresh)) == _window_keys(dump_market(stage))
 
 
 def test_load_account_when_written_with_the_old_level_1_quota_then_restores_without_it() -> None:

@@ -112,7 +112,8 @@ class ClusterState:
         self._rho: FloatArray | None = None  # NaN where the pair has no valid rho
         self._map = self._build_map(0, 0, None)
         self._revision = 0  # bumped whenever `window()` changes
-        self._window_json: tuple[int, bytes] | None = None  # (revision, bytes) of the last `window_json`
+        self._head_json: tuple[int, bytes] | None = None  # (revision, bytes) of the last `head_json`
+        self._row_json: dict[int, tuple[int, bytes]] = {}  # row number -> (columns, bytes) of `rows_json`
 
     # ----------------------------------------------------------------- input
 
@@ -215,13 +216,61 @@ class ClusterState:
             "ts": self._map.ts,
         }
 
-    def window_json(self) -> bytes:
-        """`window()` as JSON bytes, serialised once per revision (~370 kB for 500 symbols)."""
-        cached = self._window_json
+    def head_json(self) -> bytes:
+        """The window without its rows of returns, as JSON bytes, serialised once per revision.
+
+        `rows` is how many rows the window holds: the last ones up to row number `version` (the map's
+        version counts completed timestamps, one row each), so the rows are those numbered
+        `version - rows + 1` to `version` (`rows_json`).
+        """
+        cached = self._head_json
         if cached is None or cached[0] != self._revision:
-            cached = (self._revision, orjson.dumps(self.window()))
-            self._window_json = cached
+            head = {
+                "symbols": list(self._symbols),
+                "last_close": [_enc(x) for x in self._last_close.tolist()],
+                "rows": int(self._returns.shape[0]),
+                "last_ts": self._last_ts,
+                "version": self._map.version,
+                "ts": self._map.ts,
+            }
+            cached = self._head_json = (self._revision, orjson.dumps(head))
         return cached[1]
+
+    def rows_json(self) -> dict[int, bytes]:
+        """Each row of returns in the window as JSON bytes (`{"row": n, "returns": [...]}`), by row number.
+
+        A row's bytes are serialised once, and again only when a new symbol widens every row; so a
+        completed timestamp serialises one row, not the window (~370 kB for 500 symbols).
+        """
+        count, columns = self._returns.shape
+        first = self._map.version - count + 1
+        cache = self._row_json
+        rows: dict[int, bytes] = {}
+        for i in range(count):
+            number = first + i
+            cached = cache.get(number)
+            if cached is None or cached[0] != columns:
+                row = [_enc(x) for x in self._returns[i].tolist()]
+                cached = cache[number] = (columns, orjson.dumps({"row": number, "returns": row}))
+            rows[number] = cached[1]
+        for number in [n for n in cache if n < first]:
+            del cache[number]
+        return rows
+
+    @classmethod
+    def from_parts(
+        cls, params: ClusterParams, head: dict[str, object], rows: dict[int, list[object]], pending: dict[str, object]
+    ) -> ClusterState | None:
+        """Rebuild a state from `head_json` and the `rows_json` rows (by row number), or None while a row
+        the head needs is missing. A row written before a symbol was added lacks its column (NaN)."""
+        count, version = _int(head["rows"]), _int(head["version"])
+        numbers = range(version - count + 1, version + 1)
+        if any(number not in rows for number in numbers):
+            return None
+        width = len(_list(head["symbols"]))
+        returns = [[*rows[n], *([None] * (width - len(rows[n])))] for n in numbers]
+        window = {key: value for key, value in head.items() if key != "rows"}
+        return cls.from_dict(params, {**window, "returns": returns, **pending})
 
     def pending(self) -> dict[str, object]:
         """The bars of the timestamp not yet completed: small, and changed by every bar."""
@@ -267,7 +316,7 @@ class ClusterState:
         ts = self._pending_ts
         if ts is None:  # pragma: no cover - callers check
             raise RuntimeError("no pending timestamp")
-        self._revision += 1  # first: whatever happens below, a cached `window_json` is stale now
+        self._revision += 1  # first: whatever happens below, a cached `head_json` is stale now
         # Register new symbols sorted, so the internal index never depends on arrival order.
         new = sorted(s for s in self._pending if s not in self._index)
         if new:

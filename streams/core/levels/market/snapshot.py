@@ -1,14 +1,21 @@
-"""Level 2's snapshot: the partition-wide state under `@`, the cluster window under `@clusters`.
+"""Level 2's snapshot: the partition-wide state under `@`, the cluster window under `@clusters` and
+one key per row of returns, `@clusters|<slot>`.
 
-Why `@clusters` is apart and pre-serialised: the window (30 rows of returns per symbol, ~370 kB of JSON
-for 500 symbols) changes once per bar timestamp while the worker stores Level 2 after every batch. The
-same `bytes` object comes back until the window changes, and the worker skips a key whose bytes equal
-the stored value, so an unchanged window costs neither a serialisation nor a write.
+Why the window is apart and pre-serialised: it changes once per bar timestamp while the worker stores
+Level 2 after every batch. The same `bytes` objects come back until the window changes, and the worker
+skips a key whose bytes equal the stored value, so an unchanged window costs neither a serialisation
+nor a write. Why its rows have keys of their own: the window is 30 rows of returns per symbol (~370 kB
+of JSON for 500 symbols) and a completed timestamp changes one row, so it writes the head (symbols,
+last closes, version: ~13 kB for 500 symbols) and the one new row (~10 kB) instead of all of it. The
+row numbered `n` (the map's version that added it) lives in slot `n % kept`; each row says its number,
+so a restore finds the rows the head needs whatever the slot count was when they were written.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import orjson
 
@@ -19,12 +26,30 @@ from streams.core.levels.market.regime import ClassifierState
 from streams.core.levels.market.stage import MarketStage
 
 CLUSTERS_KEY = "@clusters"
+ROW_PREFIX = CLUSTERS_KEY + "|"
 Snapshot = dict[str, Any]
 
 
+def row_key(number: int, kept: int) -> str:
+    """The key of the window's row numbered `number`: its slot in a ring of `kept` rows."""
+    return f"{ROW_PREFIX}{number % kept:03d}"
+
+
+@dataclass
+class _Parts:
+    """What a restore has read of the cluster window so far: the head and the rows, by row number."""
+
+    head: dict[str, Any] | None = None
+    rows: dict[int, list[Any]] = field(default_factory=dict)
+
+
+_restoring: WeakKeyDictionary[MarketStage, _Parts] = WeakKeyDictionary()
+
+
 def dump_market(stage: MarketStage) -> dict[str, Snapshot | bytes]:
-    """Level 2: the partition-wide snapshot, and the cluster window as cached JSON bytes."""
+    """Level 2: the partition-wide snapshot, and the cluster window's head and rows as cached JSON bytes."""
     st = stage.state
+    kept = st.clusters.params.kept
     return {
         PARTITION_KEY: {
             "cluster_pending": st.clusters.pending(),
@@ -37,7 +62,8 @@ def dump_market(stage: MarketStage) -> dict[str, Snapshot | bytes]:
                 "spike": st.spike,
             },
         },
-        CLUSTERS_KEY: st.clusters.window_json(),
+        CLUSTERS_KEY: st.clusters.head_json(),
+        **{row_key(number, kept): row for number, row in st.clusters.rows_json().items()},
     }
 
 
@@ -48,10 +74,22 @@ def load_market(stage: MarketStage, key: str, data: Snapshot | bytes) -> None:
     `clusters`), so tables written before the split restore to the same state.
     """
     st = stage.state
-    if key == CLUSTERS_KEY:
-        window = orjson.loads(data) if isinstance(data, bytes) else data
-        # The pending bars came (or will come) with `@`: keep them across the rebuilt window.
-        st.clusters = ClusterState.from_dict(st.clusters.params, {**window, **st.clusters.pending()})
+    if key == CLUSTERS_KEY or key.startswith(ROW_PREFIX):
+        value = orjson.loads(data) if isinstance(data, bytes) else data
+        if key == CLUSTERS_KEY and "returns" in value:  # the whole window under one key (earlier versions)
+            # The pending bars came (or will come) with `@`: keep them across the rebuilt window.
+            st.clusters = ClusterState.from_dict(st.clusters.params, {**value, **st.clusters.pending()})
+            return
+        parts = _restoring.setdefault(stage, _Parts())
+        if key == CLUSTERS_KEY:
+            parts.head = value
+        else:
+            parts.rows[int(value["row"])] = list(value["returns"])
+        if parts.head is not None:  # the rows may come before or after the head
+            built = ClusterState.from_parts(st.clusters.params, parts.head, parts.rows, st.clusters.pending())
+            if built is not None:
+                st.clusters = built
+                del _restoring[stage]
         return
     snap: Snapshot = orjson.loads(data) if isinstance(data, bytes) else data
     if "clusters" in snap:
