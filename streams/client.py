@@ -21,8 +21,9 @@ the guard's. It is never published.
 Configuration. Anything left `None` comes from where the worker takes it: the YAML of
 `RISKGUARD_CONFIG` (`kafka:` block), then `KAFKA_BOOTSTRAP_SERVERS` / `RISKGUARD_PARTITIONS`
 (`WorkerSettings.from_config`), and SASL/SCRAM and TLS from the `RISKGUARD_KAFKA_*` variables
-(`streams.security.KafkaSecurity.from_env`). Importing the worker's settings module costs the faust
-import (about 0.7 s) once; in exchange the partition choice cannot drift from the sequencer's.
+(`streams.security.KafkaSecurity.from_env`). The partition rule is the worker's own
+(`streams.worker.settings.partition_for`), so it cannot drift from the sequencer's; importing it does not
+import Faust (the client needs aiokafka, pydantic and the schemas only).
 """
 
 from __future__ import annotations

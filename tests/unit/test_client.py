@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -190,3 +192,13 @@ def test_sync_client_when_config_unreadable_then_raises_and_leaves_no_loop_threa
         SyncGuardClient(config=tmp_path / "missing.yaml")
 
     assert not [t for t in threading.enumerate() if t.name == "riskguard-client"]
+
+
+def test_client_import_when_an_execution_service_imports_it_then_faust_and_the_worker_app_stay_out() -> None:
+    script = "import sys\nimport streams.client\nprint(' '.join(sorted(sys.modules)))\n"
+    loaded = set(
+        subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, text=True).stdout.split()
+    )
+
+    assert "streams.client" in loaded and "streams.worker.settings" in loaded  # the sequencer's partition rule
+    assert not {"faust", "mode", "streams.worker.app", "aiohttp"} & loaded
