@@ -47,6 +47,9 @@ NOT_STATE = frozenset(
         "ids_changed",
         "positions_changed",
         "id_index",
+        "sums",
+        "_cluster_version",
+        "_holders",
     }
 )
 """Set from the config at construction, counters, caches rebuilt on demand, and what a level reports

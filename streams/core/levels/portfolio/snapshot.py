@@ -53,7 +53,9 @@ def load_portfolio(stage: PortfolioStage, key: str, data: Snapshot) -> None:
     parsed = parse_part_key(key)
     if parsed is not None:
         if parsed[1] == "pos":
-            stage.book(parsed[0]).positions[parsed[2]] = load_position(data)
+            book = stage.book(parsed[0])
+            book.positions[parsed[2]] = load_position(data)
+            book.sums = None  # derived from the positions: rebuilt at the next read
         return
     if key == PARTITION_KEY:
         stage.market.closes = dict(data["closes"])

@@ -26,7 +26,7 @@ from streams.core.ids import decision_id, stable_id
 from streams.core.items import AccountView, Item, Level, Output, Result, account_keys, part_key
 from streams.core.kernel.decision import Outcome, TradeContext, band_of, evaluate, inside_band
 from streams.core.levels.market.clusters import STATIC_PREFIX
-from streams.core.levels.portfolio.exposure import crossed_warning, exposures, heat_score
+from streams.core.levels.portfolio.exposure import ExposureSums, crossed_warning, heat_score
 from streams.core.levels.portfolio.rebalance import Holding, plan_rebalance
 from streams.core.levels.symbol.targets import weight_cap
 from streams.core.positions import Ledger, Position, add_pending, apply_fill
@@ -41,6 +41,8 @@ class PortfolioBook:
     quota_day: int | None = None
     view: AccountView | None = None
     last_run: dict[str, Any] | None = None
+    # exposure sums kept up to date between decisions (`PortfolioStage._sums`): derived, never stored
+    sums: ExposureSums | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -90,6 +92,8 @@ class PortfolioStage(Level):
         # position keys (`position_key`) changed since `touched` last asked (bounded: accounts x symbols)
         self.positions_changed: set[str] = set()
         self._today_bias = config.rebalance.today_bias is not None
+        self._cluster_version = 0  # bumped with every cluster map: the exposure sums are rebuilt
+        self._holders: dict[str, set[str]] = {}  # symbol -> accounts whose exposure sums count it
         static = config.risk.clusters.static
         # Static clusters hold from the first event, before Level 2 publishes its first map (SPEC §6.2).
         self.static = {sym: STATIC_PREFIX + name for name, members in sorted(static.items()) for sym in members}
@@ -108,6 +112,7 @@ class PortfolioStage(Level):
     def process(self, item: Item) -> Result:
         if item.kind == "cluster_map":
             self.market.clusters = dict(item.notes["assignment"])
+            self._cluster_version += 1
             return [], []
         if item.kind == "market_figures":
             self.market.sigma = dict(item.notes.get("sigma", {}))
@@ -256,6 +261,8 @@ class PortfolioStage(Level):
             position = Position()
             book.positions[sym] = position
         self.positions_changed.add(position_key(account, sym))
+        if book.sums is not None:
+            book.sums.dirty.add(sym)  # the caller changes it: value it again when next read
         return position
 
     def _mark(self, sym: str, position: Position) -> float:
@@ -281,6 +288,10 @@ class PortfolioStage(Level):
         bar: Bar = item.event  # type: ignore[assignment]  # a `bar` item carries a Bar (`items.item_for`)
         notes = item.notes
         self.market.closes[bar.symbol] = bar.close
+        for account in self._holders.get(bar.symbol, ()):  # its mark moved: value it again when next read
+            sums = self.books[account].sums
+            if sums is not None:
+                sums.dirty.add(bar.symbol)
         if self._today_bias:
             self._day_close(bar.symbol, bar.ts, bar.close)
         atr = notes.get("atr")
@@ -383,15 +394,33 @@ class PortfolioStage(Level):
         self.stats[f"orders_denied_{layer}"] += 1
         return Output("decisions", sig.account, decision)
 
-    def _values(self, book: PortfolioBook, ts: int, skip: str) -> list[tuple[str, float]]:
-        values = []
-        for sym, position in book.positions.items():
-            if sym == skip:
-                continue
-            qty = position.projected(ts)
-            if qty != 0:
-                values.append((sym, qty * self._mark(sym, position)))
-        return values
+    def _sums(self, account: str, book: PortfolioBook, group_of: Any, ts: int) -> ExposureSums:
+        """The account's exposure sums at event time `ts`: what changed since the last read valued again.
+
+        Each position is valued as a decision always valued it, projected quantity (expired pending
+        decisions dropped) x mark, counted when the quantity is not zero. A new cluster map (or none
+        yet) rebuilds the sums from every position.
+        """
+        sums = book.sums
+        if sums is None or sums.cluster_version != self._cluster_version:
+            sums = book.sums = ExposureSums(self._cluster_version)
+            sums.dirty.update(book.positions)
+        else:
+            sums.take_due(ts)
+        for sym in sums.dirty:
+            position = book.positions.get(sym)
+            value = None
+            if position is not None:
+                qty = position.projected(ts)
+                if qty != 0:
+                    value = qty * self._mark(sym, position)
+                if position.pending:
+                    sums.expires(sym, position.pending_until)
+            sums.put(sym, value, group_of(sym), self.cluster_of(sym))
+            if value is not None:
+                self._holders.setdefault(sym, set()).add(account)
+        sums.dirty.clear()
+        return sums
 
     def _trade_context(
         self,
@@ -415,11 +444,11 @@ class PortfolioStage(Level):
         position = book.positions.get(sym)
         filled = position.qty if position is not None else 0.0
         pending = position.pending_qty(ts) if position is not None else 0.0
-        values = self._values(book, ts, sym)
-        values.append((sym, (filled + pending) * price))
         group = rules.groups.group_of(sym)
         cluster = self.cluster_of(sym)
-        exp = exposures(values, rules.groups.group_of, self.cluster_of, group, cluster)
+        sums = self._sums(account, book, rules.groups.group_of, ts)
+        value = (filled + pending) * price
+        exp = sums.exposure(sym, value, group, cluster)
         conc = rules.concentration
         # The day's entry quota (`account.daily_entry_quota`): kept here, where every opening is decided.
         entry_quota = rules.account.entry_quota
@@ -474,7 +503,7 @@ class PortfolioStage(Level):
             cash=view.cash,
             buying_power=self._buying_power(rules, book, view.cash, ts),
             beta=beta,
-            beta_exposure=self._beta_exposure(values) if beta is not None else None,
+            beta_exposure=self._beta_exposure(sums.contrib, sym, value) if beta is not None else None,
             beta_cap=beta_cap * equity if beta_cap is not None and beta is not None else None,
         )
 
@@ -497,10 +526,12 @@ class PortfolioStage(Level):
         held = math.fsum(book.positions[s].pending_buys(ts) for s in sorted(book.positions))
         return cash * power.multiplier - held
 
-    def _beta_exposure(self, values: list[tuple[str, float]]) -> float:
-        """B = Σ signed value × beta over the projected positions (beta 1.0 where Level 2 has none)."""
+    def _beta_exposure(self, contrib: dict[str, float], sym: str, value: float) -> float:
+        """B = Σ signed value × beta over the projected positions, `sym` at `value` (beta 1.0 where Level 2
+        has none). Over every position (betas move with each bar timestamp): only with the factor rule."""
         beta = self.market.beta
-        return math.fsum(value * beta.get(sym, 1.0) for sym, value in values)
+        others = (v * beta.get(s, 1.0) for s, v in contrib.items() if s != sym)
+        return math.fsum([*others, value * beta.get(sym, 1.0)])
 
     def _exit_context(
         self,
