@@ -22,11 +22,14 @@ $(STAMP): pyproject.toml $(LOCK)
 # Refreshes $(LOCK) from pyproject.toml (runtime + the extras below, every platform, Python 3.11), keeping the
 # versions already locked where they still fit; LOCK_ARGS=--upgrade (or "--upgrade-package NAME") bumps them.
 # The backtest extras (pandas, vectorbt, nautilus_trader: docs/backtesting.md) are locked, so `make install`
-# installs them and `make test` tests the adapters.
+# installs them and `make test` tests the adapters. requirements-worker.lock is the runtime part alone, at the
+# same versions (compiled under $(LOCK) as constraints): what deploy/Dockerfile installs, hash-checked.
 LOCK_EXTRAS := dev backtest vectorbt nautilus
 lock: install
 	$(BIN)/uv pip compile --quiet --custom-compile-command "make lock" --universal --python-version 3.11 --generate-hashes \
 		$(foreach extra,$(LOCK_EXTRAS),--extra $(extra)) $(LOCK_ARGS) pyproject.toml -o $(LOCK)
+	$(BIN)/uv pip compile --quiet --custom-compile-command "make lock" --universal --python-version 3.11 --generate-hashes \
+		-c $(LOCK) pyproject.toml -o requirements-worker.lock
 
 lint: install
 	$(BIN)/ruff check streams schemas tests bench examples

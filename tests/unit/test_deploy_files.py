@@ -563,7 +563,10 @@ def test_copy_when_pip_install_runs_then_everything_pyproject_needs_is_there(sta
         (stage, args) for stage in stages for args in stage.all("RUN") if re.search(r"pip install\s+(\S+\s+)*\.", args)
     ]
     assert len(installs) == 1, "one `pip install .` of the project"
-    stage, _ = installs[0]
+    stage, project_install = installs[0]
+    assert "--no-deps" in project_install.split(), "the project alone: its dependencies come from the lock"
+    locked = [args for args in stage.all("RUN") if "requirements-worker.lock" in args]
+    assert locked and all("--require-hashes" in args.split() for args in locked), "the lock, hash-checked"
     copied = {source.rstrip("/") for copy in copies(stage) if copy.from_stage is None for source in copy.sources}
     assert needed <= copied, f"missing from the build stage: {sorted(needed - copied)}"
 

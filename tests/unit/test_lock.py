@@ -26,9 +26,13 @@ def project() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def locked() -> dict[str, tuple[str, int]]:
     """Package -> (version, number of hashes) of every entry in requirements.lock."""
+    return read_lock(ROOT / "requirements.lock")
+
+
+def read_lock(path: Path) -> dict[str, tuple[str, int]]:
     entries: dict[str, tuple[str, int]] = {}
     current = ""
-    for line in (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         if match := PIN.match(line):
             current = canonicalize_name(match.group(1))
             assert current not in entries, f"{current} locked twice"
@@ -76,3 +80,17 @@ def test_build_system_when_license_is_an_spdx_string_then_the_locked_setuptools_
     assert backend["setuptools"].specifier.contains("77"), "setuptools accepts SPDX license strings from 77 on"
     assert not backend["setuptools"].specifier.contains("76.9")
     assert Version(locked["setuptools"][0]) >= Version("77"), "make install builds with the locked setuptools"
+
+
+def test_worker_lock_when_read_then_the_runtime_dependencies_alone_at_the_main_locks_versions_with_hashes(
+    project: dict[str, Any], locked: dict[str, tuple[str, int]]
+) -> None:
+    worker = read_lock(ROOT / "requirements-worker.lock")  # what deploy/Dockerfile installs
+    for dep in project["project"]["dependencies"]:
+        name = canonicalize_name(Requirement(dep).name)
+        assert name in worker, f"{name} is a runtime dependency but not in requirements-worker.lock: run `make lock`"
+    for name, (version, hashes) in worker.items():
+        assert name in locked and locked[name][0] == version, f"{name}=={version} differs from requirements.lock"
+        assert hashes >= 1
+    extras_only = {"pandas", "vectorbt", "nautilus-trader", "pytest", "mypy", "ruff"} & set(locked)
+    assert extras_only and not extras_only & set(worker), "the worker image installs no test or backtest package"
