@@ -52,6 +52,7 @@ class DurableTable(faust.Table[Any, Any]):
         The future resolves on the broker's ack, with the record's metadata.
         """
         self.data[key] = value
+        self.app.sensors.on_table_set(self, key, value)  # as `Table.__setitem__` (faust_table_operations_total)
         producer = await self.app.maybe_start_producer()
         future: asyncio.Future[Any] = await producer.send(
             self.changelog_topic.get_topic_name(), self.changelog_key(key), value, partition, None, None

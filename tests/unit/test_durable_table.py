@@ -40,6 +40,13 @@ def test_put_when_values_are_written_then_local_store_and_changelog_records_as_f
     )
     table = durable_table(app, "level-symbol")
     producer = app.producer = _Producer()
+    counted: list[tuple[Any, str]] = []
+
+    class _Sensor(faust.Sensor):
+        def on_table_set(self, table: Any, key: Any, value: Any) -> None:
+            counted.append((table, key))
+
+    app.sensors.add(_Sensor())
     writes = [(2, "2/A001|pos|AAPL", b'\x00\x01{"qty":5}'), (1, "1/B\u00e9|signals|127", b"[]"), (3, "3/#applied", b"")]
 
     async def write() -> list[int]:
@@ -56,4 +63,5 @@ def test_put_when_values_are_written_then_local_store_and_changelog_records_as_f
         faust_value, _ = table.changelog_topic.prepare_value(value, table.value_serializer)
         expected.append((changelog, faust_key, faust_value, partition))
     assert producer.sent == expected
+    assert counted == [(table, key) for _, key, _ in writes]  # the table-set metric counts them as before
     assert producer.sent[0][1] == b'"2/A001|pos|AAPL"'  # JSON: what the store's restore decodes
