@@ -62,6 +62,7 @@ from bench import pipeline as pl
 from bench.flame import summarize
 from schemas.config import Config, load_config
 from streams.core.levels.market.clusters import ClusterParams, ClusterState
+from streams.worker.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -1370,8 +1371,8 @@ def main(argv: list[str] | None = None) -> int:
         "commit": commit,
         "dirty": dirty,
         "load_at_start": load(),
-        "batch_window_ms": float(os.environ.get("RISKGUARD_BATCH_WINDOW_MS", "5.0")),
-        "batch_max": int(os.environ.get("RISKGUARD_BATCH_MAX", "2000")),
+        "batch_window_ms": float(os.environ.get("RISKGUARD_BATCH_WINDOW_MS", WorkerSettings.batch_window_ms)),
+        "batch_max": int(os.environ.get("RISKGUARD_BATCH_MAX", WorkerSettings.batch_max)),
         "partitions": args.partitions,
     }
     with contextlib.ExitStack() as stack:

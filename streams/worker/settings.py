@@ -50,7 +50,7 @@ class WorkerSettings:
     web_bind: str = "127.0.0.1"
     datadir: str = ".cache/worker"
     batch_max: int = 2000
-    batch_window_ms: float = 5.0
+    batch_window_ms: float = 20.0  # the sequencer's second fetch after a crowd (docs/performance.md, session 11)
     instance_id: str = ""
     """Static group membership (KIP-345): a stable id per worker, e.g. `w1`; empty = dynamic membership."""
     session_timeout_s: float = 10.0
