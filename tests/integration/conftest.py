@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.broker import Broker, answers, down, up
+from streams.broker import Broker, down, up
 from tests.integration.brokers import choose, container_broker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +50,19 @@ def free_port() -> int:
     raise RuntimeError("no free port on 127.0.0.1 below the ephemeral range")
 
 
+def free_port_pair() -> int:
+    """A port whose next one is free too (a broker and its controller), both below the ephemeral range."""
+    for _ in range(200):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port pair on 127.0.0.1 below the ephemeral range")
+
+
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[str]:
     """A bootstrap address: KAFKA_BOOTSTRAP_SERVERS when it answers, else a broker started here (brokers.py)."""
@@ -62,9 +75,7 @@ def kafka() -> Iterator[str]:
         with container_broker() as bootstrap:
             yield bootstrap
         return
-    port = free_port()
-    while answers("127.0.0.1", port + 1, timeout=0.2):
-        port = free_port()
+    port = free_port_pair()
     broker = Broker(port=port, controller_port=port + 1)
     up(broker, timeout=120)
     try:

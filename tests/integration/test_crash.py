@@ -52,7 +52,7 @@ from streams.broker import Broker, answers, down, up
 from streams.gen import GenParams, account_names, write_tape
 from streams.kafka_io import wait_drained
 from streams.topology import Topics
-from tests.integration.conftest import ROOT, Deployment, free_port
+from tests.integration.conftest import ROOT, Deployment, free_port, free_port_pair
 from tests.integration.test_pipeline_parity import _decisions
 
 pytestmark = pytest.mark.integration
@@ -555,9 +555,7 @@ def own_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Brok
     root = tmp_path / "kafka"
     root.mkdir()
     (root / "libs").symlink_to(shared.libs, target_is_directory=True)
-    port = free_port()
-    while answers("127.0.0.1", port + 1, timeout=0.2):
-        port = free_port()
+    port = free_port_pair()
     monkeypatch.setenv("RISKGUARD_KAFKA_HEAP", "512m")
     broker = Broker(root=root, port=port, controller_port=port + 1)
     up(broker, timeout=120)

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from streams.broker import LOG4J, Broker, answers, down, status, up
+from streams.broker import LOG4J, Broker, down, status, up
+from tests.integration.conftest import free_port_pair
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port < 65000 and not answers("127.0.0.1", port + 1, timeout=0.2):
-            return int(port)
-    raise RuntimeError("no free port pair on 127.0.0.1")
-
-
 @pytest.fixture(scope="module")
 def broker() -> Iterator[Broker]:
-    port = _free_port_pair()
+    port = free_port_pair()  # below the ephemeral range: no outgoing connection takes it meanwhile
     local = Broker(port=port, controller_port=port + 1)
     up(local, timeout=120)
     try:
