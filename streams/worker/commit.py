@@ -46,14 +46,14 @@ class DurableTable(faust.Table[Any, Any]):
     can miss the message being handed over (docs/reliability.md).
     """
 
-    async def put(self, partition: int, key: str, value: bytes) -> asyncio.Future[Any]:
+    async def put(self, producer: Any, partition: int, key: str, value: bytes) -> asyncio.Future[Any]:
         """Write `key` to the local store (partition of the current event) and send its changelog record.
 
-        The future resolves on the broker's ack, with the record's metadata.
+        `producer` is the app's (`App.maybe_start_producer()`, taken once per batch by the caller). The
+        future resolves on the broker's ack, with the record's metadata.
         """
         self.data[key] = value
         self.app.sensors.on_table_set(self, key, value)  # as `Table.__setitem__` (faust_table_operations_total)
-        producer = await self.app.maybe_start_producer()
         future: asyncio.Future[Any] = await producer.send(
             self.changelog_topic.get_topic_name(), self.changelog_key(key), value, partition, None, None
         )

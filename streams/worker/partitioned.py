@@ -217,6 +217,7 @@ class PartitionedAgent:
         done: list[tuple[int, Any, int, int]] = []  # partition, anchor, last offset, next position
         unacked: list[asyncio.Future[Any]] = []
         writes: list[tuple[int, Any, Any, dict[str, set[str]], int]] = []
+        producer = await rt.app.maybe_start_producer()  # once per batch (the transaction manager under EOS)
         for partition in sorted(set(batch) | set(upto or {})):
             state = self.state_for(partition)
             if partition not in self.sent:
@@ -233,14 +234,16 @@ class PartitionedAgent:
                 if send.marker in seen:
                     rt.metrics.duplicate(self.name)  # sent before a crash, for a record applied again now
                     continue
-                unacked.append(await self._send(send))
+                unacked.append(await publish(producer, send))
             last = records[-1].offset
             writes.append((partition, anchor, state, applied.touched, last))
             done.append((partition, anchor, last, at))
             self.reached[partition] = at
+            # let the producer put this partition's decisions on the wire before the next partition is
+            # applied (and before the table writes): a decision waits for its own partition, not the batch
+            await asyncio.sleep(0)
         if not done:
             return
-        await asyncio.sleep(0)  # let the producer put the batch's decisions on the wire before the table writes
         for partition, *_ in writes:
             await self._settle(partition)
         changelog: list[tuple[DurableTable, int, asyncio.Future[Any]]] = []
@@ -249,7 +252,7 @@ class PartitionedAgent:
                 continue  # revoked while this batch waited (the watchdog's reads are not waited for): not ours
             set_current_event(anchor)
             for table, key, value in self._store(partition, state, touched, last):
-                sent = await table.put(partition, key, value)
+                sent = await table.put(producer, partition, key, value)
                 changelog.append((table, partition, sent))
                 unacked.append(sent)
         await asyncio.gather(*unacked)  # every send and changelog record of the batch is in Kafka
@@ -259,15 +262,12 @@ class PartitionedAgent:
             if self.states.get(partition) is not state_of[partition]:
                 continue  # revoked meanwhile: the next owner redoes this batch from the last marker
             set_current_event(anchor)
-            marker = await self.marker_table.put(partition, f"{partition}/{APPLIED}", applied_value(last))
+            marker = await self.marker_table.put(producer, partition, f"{partition}/{APPLIED}", applied_value(last))
             self.pending[partition] = marker
             tp = TP(self.topic_name, partition)
             marker.add_done_callback(
                 partial(self._marked, partition=partition, last=last, tp=tp, at=at, gen=generation)
             )
-
-    async def _send(self, send: Send) -> asyncio.Future[Any]:
-        return await publish(self.rt.app, send, [*send.headers, (SRC_HEADER, send.marker)])
 
     async def _settle(self, partition: int) -> None:
         """Wait for the partition's last marker: the values about to be written undo to the state it records."""
@@ -353,15 +353,16 @@ def persisted(changelog: list[tuple[DurableTable, int, asyncio.Future[Any]]]) ->
         table.persisted(partition, offset)
 
 
-async def publish(app: faust.App, send: Send, headers: list[tuple[str, bytes]]) -> asyncio.Future[Any]:
-    """Hand `send` to the app's producer; the future resolves on the broker's ack.
+async def publish(producer: Any, send: Send) -> asyncio.Future[Any]:
+    """Hand `send`, with its marker header, to the app's producer; the future resolves on the broker's ack.
 
-    The public producer API that `Topic.send` ends in (`App.maybe_start_producer` gives the transaction
-    manager under exactly-once, so the record joins the partition's transaction as before), without
-    `Topic.send`'s per-message envelope (future message, pending message, send sensors, callbacks):
-    a tenth of the worker at 1,000 decisions/s. The outputs are counted by the worker's own metrics.
+    `producer` is what `App.maybe_start_producer` gives, taken once per batch: the public producer API
+    that `Topic.send` ends in (the transaction manager under exactly-once, so the record joins the
+    partition's transaction as before), without `Topic.send`'s per-message envelope (future message,
+    pending message, send sensors, callbacks): a tenth of the worker at 1,000 decisions/s. The outputs
+    are counted by the worker's own metrics.
     """
-    producer = await app.maybe_start_producer()
+    headers = [*send.headers, (SRC_HEADER, send.marker)]
     future: asyncio.Future[Any] = await producer.send(
         send.topic.get_topic_name(), send.key, send.value, send.partition, None, headers
     )

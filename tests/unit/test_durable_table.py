@@ -50,7 +50,7 @@ def test_put_when_values_are_written_then_local_store_and_changelog_records_as_f
     writes = [(2, "2/A001|pos|AAPL", b'\x00\x01{"qty":5}'), (1, "1/B\u00e9|signals|127", b"[]"), (3, "3/#applied", b"")]
 
     async def write() -> list[int]:
-        sent = [await table.put(partition, key, value) for partition, key, value in writes]
+        sent = [await table.put(producer, partition, key, value) for partition, key, value in writes]
         return [int((await future).offset) for future in sent]
 
     assert asyncio.run(write()) == [0, 1, 2]
