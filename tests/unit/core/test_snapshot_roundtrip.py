@@ -46,6 +46,7 @@ NOT_STATE = frozenset(
         "pending_until",
         "ids_changed",
         "positions_changed",
+        "symbols_changed",
         "id_index",
         "sums",
         "_cluster_version",

@@ -1,4 +1,5 @@
-"""Level 3's snapshot: one per account (targets, stops, positions, ledger, seen ids) and the watch list."""
+"""Level 3's snapshot: per account its own key (ledger, view, alarms), one key per symbol (target, stop,
+veto, filled position), chunks of seen ids; and the partition's watch list and marks."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ from typing import Any
 
 from streams.core.items import PARTITION_KEY, dump_view, load_view
 from streams.core.levels.symbol import stops as l3
-from streams.core.levels.symbol.stage import SymbolBook, SymbolStage, id_chunk, parse_seen_key, seen_key, seen_keys
+from streams.core.levels.symbol.stage import (
+    SymbolBook,
+    SymbolStage,
+    id_chunk,
+    parse_seen_key,
+    parse_symbol_key,
+    seen_key,
+    seen_keys,
+    symbol_key,
+)
 from streams.core.positions import Ledger, dump_position, load_position
 
 Snapshot = dict[str, Any]
@@ -19,20 +29,22 @@ _LEDGER_FIELDS = tuple(f.name for f in fields(Ledger))
 
 
 def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
-    """Level 3: one snapshot per account, its seen ids in chunks, and the partition's watch list.
+    """Level 3: one snapshot per account, one per symbol of it, its seen ids in chunks, and the
+    partition's watch list.
 
-    The seen ids (up to 11,000 of each kind per account) are not in the account's snapshot but in
-    `ID_CHUNKS` keys per kind (`seen_key`), written only when an id of theirs came or went
-    (`SymbolStage.ids_changed`): with `keys`, a named chunk is dumped even when empty, so that a chunk
-    emptied by forgetting is overwritten; without, only the chunks that hold ids.
+    A symbol's target, stop, veto and filled position are under `symbol_key` (written when that symbol
+    changed: `SymbolStage.symbols_changed`), not in the account's snapshot: a bar ticks one symbol of
+    each watcher, and rewriting the account's ~40 symbols for it was most of what Level 3 wrote.
+    The seen ids (up to 11,000 of each kind per account) are in `ID_CHUNKS` keys per kind (`seen_key`),
+    written only when an id of theirs came or went (`SymbolStage.ids_changed`): with `keys`, a named
+    chunk is dumped even when empty, so that a chunk emptied by forgetting is overwritten; without, only
+    the chunks that hold ids.
     """
     wanted = stage.books if keys is None else [k for k in keys if k in stage.books]
     out: dict[str, Snapshot] = {}
     for account in wanted:
         book = stage.books[account]
         out[account] = {
-            "symbols": {s: {name: getattr(v, name) for name in _STATE_FIELDS} for s, v in book.symbols.items()},
-            "filled": {s: dump_position(p) for s, p in book.filled.items()},
             "ledger": {name: getattr(book.ledger, name) for name in _LEDGER_FIELDS},
             "last_signal_ts": book.last_signal_ts,
             "fills_horizon": book.fills_horizon,
@@ -40,6 +52,7 @@ def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
             "drift_alarm": book.drift_alarm,
             "recommendations": book.recommendations,
         }
+    out.update(_dump_symbols(stage, keys))
     out.update(_dump_seen(stage, keys))
     if keys is not None and PARTITION_KEY not in keys:
         return out  # the watch list, marks and closes did not change (`SymbolStage.touched`)
@@ -48,6 +61,24 @@ def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
         "closes": dict(sorted(stage.closes.items())),
         "marks": {s: list(mark) for s, mark in sorted(stage.marks.items())},
     }
+    return out
+
+
+def _dump_symbols(stage: SymbolStage, keys: Any) -> dict[str, Snapshot]:
+    """The symbol keys: the named ones (`keys`), or every symbol an account has state or a position in."""
+    if keys is None:
+        wanted = [(a, s) for a, book in stage.books.items() for s in sorted(book.symbols.keys() | book.filled.keys())]
+    else:
+        wanted = [parsed for key in keys if (parsed := parse_symbol_key(key)) is not None and parsed[0] in stage.books]
+    out: dict[str, Snapshot] = {}
+    for account, sym in wanted:
+        book = stage.books[account]
+        state = book.symbols.get(sym)
+        position = book.filled.get(sym)
+        out[symbol_key(account, sym)] = {
+            "state": {name: getattr(state, name) for name in _STATE_FIELDS} if state is not None else None,
+            "filled": dump_position(position) if position is not None else None,
+        }
     return out
 
 
@@ -78,13 +109,23 @@ def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
         (book.seen_fills if parsed[1] == "fills" else book.seen_signals).update(_seen_ids(data))
         book.id_index = None
         return
+    of_symbol = parse_symbol_key(key)
+    if of_symbol is not None:
+        book = stage.books.setdefault(of_symbol[0], SymbolBook())
+        sym = of_symbol[1]
+        if data.get("state") is not None:
+            book.symbols[sym] = l3.SymbolState(**data["state"])
+        if data.get("filled") is not None:
+            book.filled[sym] = load_position(data["filled"])
+        return
     if key == PARTITION_KEY:
         stage.watchers = {s: set(a) for s, a in data["watchers"].items()}
         stage.closes = dict(data.get("closes", {}))
         stage.marks = {s: (close, atr) for s, (close, atr) in data.get("marks", {}).items()}
         return
-    # Chunks loaded before the account's own key are kept. A snapshot from before the chunks holds the
-    # ids inline: they are taken, and every chunk is reported changed, so the next write stores them.
+    # Chunks and symbols loaded before the account's own key are kept. A snapshot from before the chunks
+    # holds the ids inline, and one from before the symbol keys its symbols and positions: they are
+    # taken, and reported changed, so the next write stores them under their own keys.
     earlier = stage.books.get(key)
     seen_fills = earlier.seen_fills if earlier is not None else {}
     seen_signals = earlier.seen_signals if earlier is not None else {}
@@ -93,9 +134,17 @@ def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
         if inline is not None:
             ids.update(_seen_ids(inline))
             stage.ids_changed |= seen_keys(key, kind)
+    symbols = earlier.symbols if earlier is not None else {}
+    filled = earlier.filled if earlier is not None else {}
+    for sym, state in data.get("symbols", {}).items():
+        symbols.setdefault(sym, l3.SymbolState(**state))
+        stage.symbols_changed.add(symbol_key(key, sym))
+    for sym, position in data.get("filled", {}).items():
+        filled.setdefault(sym, load_position(position))
+        stage.symbols_changed.add(symbol_key(key, sym))
     stage.books[key] = SymbolBook(
-        symbols={s: l3.SymbolState(**v) for s, v in data["symbols"].items()},
-        filled={s: load_position(p) for s, p in data["filled"].items()},
+        symbols=symbols,
+        filled=filled,
         ledger=Ledger(**data["ledger"]),
         seen_fills=seen_fills,
         seen_signals=seen_signals,

@@ -104,6 +104,22 @@ def seen_keys(account: str, kind: str) -> set[str]:
     return {seen_key(account, kind, chunk) for chunk in range(ID_CHUNKS)}
 
 
+SYMBOL_PART = "sym"
+
+
+def symbol_key(account: str, sym: str) -> str:
+    """The table key of an account's Level-3 state of one symbol: its target, stop and veto, and its
+    filled position (kept apart from the account's own key, so a signal, a fill or a bar rewrites one
+    symbol, not the account's ~40)."""
+    return part_key(account, SYMBOL_PART, sym)
+
+
+def parse_symbol_key(key: str) -> tuple[str, str] | None:
+    """(account, symbol) of a `symbol_key`, or None for any other key."""
+    parsed = parse_part_key(key)
+    return (parsed[0], parsed[2]) if parsed is not None and parsed[1] == SYMBOL_PART else None
+
+
 """Signal ids Level 3 keeps per account: those of its 10,000 newest signals, plus the same slack.
 
 A reused id must be remembered to be refused: the decision id is a hash of the signal id, so a second
@@ -131,6 +147,8 @@ class SymbolStage(Level):
         self._watchers_changed = False  # since `touched` last asked
         # chunk keys of seen ids changed since `touched` last asked (bounded: accounts x 2 x ID_CHUNKS)
         self.ids_changed: set[str] = set()
+        # symbol keys (`symbol_key`) changed since `touched` last asked (bounded: accounts x symbols)
+        self.symbols_changed: set[str] = set()
         self._order: dict[str, tuple[set[str], tuple[str, ...]]] = {}  # watchers, sorted: a bar visits them in order
         self._budget_on = config.budget.enabled
         self._cadence_on = config.policy.rebalance_triggers.on_cadence_tick
@@ -145,9 +163,10 @@ class SymbolStage(Level):
     def process(self, item: Item) -> Result:
         if item.kind == "bar":
             return self._bar(item)
-        if item.account is None:
+        account = item.account
+        if account is None:
             return [], [item]
-        book = self.book(item.account)
+        book = self.book(account)
         if "account" in item.notes:
             book.view = AccountView.from_json(item.notes["account"])
         items = [item]
@@ -163,20 +182,23 @@ class SymbolStage(Level):
         outputs = self._drift(item, book) if self.config.budget.enabled and item.event is not None else []
         run = item.notes.get("rebalance")
         if run is not None and not run.get("preview", False):
-            for state in book.symbols.values():
+            for sym, state in book.symbols.items():
                 l3.clear_veto(state)  # every rebalance run clears re-entry vetoes (SPEC §6.6)
+                self.symbols_changed.add(symbol_key(account, sym))
         return outputs, items
 
     def touched(self, item: Item, forwarded: list[Item]) -> set[str]:
-        """The keys `process(item)` may have changed; a bar marks the trailing peaks of every watcher."""
+        """The keys `process(item)` may have changed: the account (not for a bar: it changes only the
+        symbol of each watcher), the symbols and id chunks it changed, and `@` when a bar came or the
+        watch list grew."""
         keys = account_keys(item, forwarded, partition=item.kind == "bar" or self._watchers_changed)
         self._watchers_changed = False
         if self.ids_changed:
             keys |= self.ids_changed
             self.ids_changed = set()
-        if item.kind == "bar":
-            keys.update(item.notes.get("accounts", {}))
-            keys.update(self.watchers.get(item.bar.symbol, ()))
+        if self.symbols_changed:
+            keys |= self.symbols_changed
+            self.symbols_changed = set()
         return keys
 
     def _drift(self, item: Item, book: SymbolBook) -> list[Output]:
@@ -224,6 +246,7 @@ class SymbolStage(Level):
             position = Position()
             book.filled[fill.symbol] = position
         apply_fill(position, book.ledger, fill.signed_qty, fill.price, fill.fee, None)
+        self.symbols_changed.add(symbol_key(fill.account, fill.symbol))
         self._watch(fill.account, fill.symbol)
         return [], [item]
 
@@ -246,6 +269,7 @@ class SymbolStage(Level):
         if state is None:
             state = l3.SymbolState()
             book.symbols[sig.symbol] = state
+        self.symbols_changed.add(symbol_key(sig.account, sig.symbol))
         self._watch(sig.account, sig.symbol)
         mark = self.marks.get(sig.symbol)
         price = sig.price if sig.price is not None else (mark[0] if mark is not None else None)
@@ -315,6 +339,7 @@ class SymbolStage(Level):
         state = book.symbols.get(sym)
         if position is None and state is None:
             return {}  # nothing of this symbol to check or tick for the account
+        self.symbols_changed.add(symbol_key(account, sym))  # extremes, stop, cooldown or cadence may move
         rules = self.rules(account)
         if position is not None and position.qty != 0:  # a flat position has no stops and no extremes to move
             levels = rules.stops.for_symbol(sym)

@@ -123,7 +123,7 @@ def test_seen_ids_when_signals_arrive_then_only_their_chunks_are_touched_and_the
     dumped = dump_symbol(level, keys)
 
     chunk = stage.seen_key("a", "signals", stage.id_chunk("s-new"))
-    assert keys == {"a", chunk}
+    assert keys == {"a", chunk, stage.symbol_key("a", "X")}  # the account, the id's chunk, the signal's symbol
     assert "seen_signals" not in dumped["a"] and "seen_fills" not in dumped["a"]
     assert "s-new" in dumped[chunk]
     assert all(stage.id_chunk(i) == stage.id_chunk("s-new") for i in dumped[chunk])
