@@ -9,6 +9,7 @@ from typing import Any
 from streams.core.items import PARTITION_KEY, dump_view, load_view
 from streams.core.levels.symbol import stops as l3
 from streams.core.levels.symbol.stage import (
+    WATCHERS_KEY,
     SymbolBook,
     SymbolStage,
     id_chunk,
@@ -54,13 +55,13 @@ def dump_symbol(stage: SymbolStage, keys: Any = None) -> dict[str, Snapshot]:
         }
     out.update(_dump_symbols(stage, keys))
     out.update(_dump_seen(stage, keys))
-    if keys is not None and PARTITION_KEY not in keys:
-        return out  # the watch list, marks and closes did not change (`SymbolStage.touched`)
-    out[PARTITION_KEY] = {
-        "watchers": {s: sorted(a) for s, a in sorted(stage.watchers.items())},
-        "closes": dict(sorted(stage.closes.items())),
-        "marks": {s: list(mark) for s, mark in sorted(stage.marks.items())},
-    }
+    if keys is None or WATCHERS_KEY in keys:  # else the watch list did not change (`SymbolStage.touched`)
+        out[WATCHERS_KEY] = {"watchers": {s: sorted(a) for s, a in sorted(stage.watchers.items())}}
+    if keys is None or PARTITION_KEY in keys:  # else no bar came: marks and closes did not change
+        out[PARTITION_KEY] = {
+            "closes": dict(sorted(stage.closes.items())),
+            "marks": {s: list(mark) for s, mark in sorted(stage.marks.items())},
+        }
     return out
 
 
@@ -118,8 +119,13 @@ def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
         if data.get("filled") is not None:
             book.filled[sym] = load_position(data["filled"])
         return
-    if key == PARTITION_KEY:
+    if key == WATCHERS_KEY:
         stage.watchers = {s: set(a) for s, a in data["watchers"].items()}
+        return
+    if key == PARTITION_KEY:
+        if "watchers" in data:  # written before the watch list had its own key: taken, and stored there next
+            stage.watchers = {s: set(a) for s, a in data["watchers"].items()} | stage.watchers
+            stage._watchers_changed = True
         stage.closes = dict(data.get("closes", {}))
         stage.marks = {s: (close, atr) for s, (close, atr) in data.get("marks", {}).items()}
         return

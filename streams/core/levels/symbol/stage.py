@@ -106,6 +106,10 @@ def seen_keys(account: str, kind: str) -> set[str]:
 
 SYMBOL_PART = "sym"
 
+WATCHERS_KEY = "@watchers"
+"""The partition's watch list (who watches which symbol), apart from `@` (marks and closes, which every
+bar changes): it changes only when an account first trades or signals a symbol."""
+
 
 def symbol_key(account: str, sym: str) -> str:
     """The table key of an account's Level-3 state of one symbol: its target, stop and veto, and its
@@ -189,10 +193,12 @@ class SymbolStage(Level):
 
     def touched(self, item: Item, forwarded: list[Item]) -> set[str]:
         """The keys `process(item)` may have changed: the account (not for a bar: it changes only the
-        symbol of each watcher), the symbols and id chunks it changed, and `@` when a bar came or the
-        watch list grew."""
-        keys = account_keys(item, forwarded, partition=item.kind == "bar" or self._watchers_changed)
-        self._watchers_changed = False
+        symbol of each watcher), the symbols and id chunks it changed, `@` when a bar came and
+        `WATCHERS_KEY` when the watch list grew."""
+        keys = account_keys(item, forwarded, partition=item.kind == "bar")
+        if self._watchers_changed:
+            keys.add(WATCHERS_KEY)
+            self._watchers_changed = False
         if self.ids_changed:
             keys |= self.ids_changed
             self.ids_changed = set()
@@ -225,7 +231,7 @@ class SymbolStage(Level):
         watching = self.watchers.setdefault(symbol, set())
         if account not in watching:
             watching.add(account)
-            self._watchers_changed = True  # `@` holds the watch list: reported touched once
+            self._watchers_changed = True  # reported touched once (`WATCHERS_KEY`)
 
     def _fill(self, item: Item, book: SymbolBook) -> Result:
         fill = item.fill

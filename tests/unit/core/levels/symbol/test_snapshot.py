@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from schemas.config import load_config
+from streams.core.items import Item
 from streams.core.levels.symbol.snapshot import dump_symbol, load_symbol
-from streams.core.levels.symbol.stage import SymbolStage, symbol_key
+from streams.core.levels.symbol.stage import WATCHERS_KEY, SymbolStage, symbol_key
 from streams.core.levels.symbol.stops import SymbolState
 from streams.core.positions import Ledger, Position, dump_position
 
@@ -83,6 +84,7 @@ def test_bar_when_handled_then_only_the_watchers_symbol_keys_and_the_partition_k
     from streams.testing import TapeBuilder
 
     t0 = 1_704_205_800_000
+    bar_fields = {"symbol": "Y", "open": 20, "high": 21, "low": 19, "close": 20.5}
     tape = TapeBuilder().equity("a", t0, 100_000).equity("b", t0, 100_000).flat_bar("X", t0, 10.0)
     tape.flat_bar("Y", t0, 20.0)
     tape.signal("a", "X", t0 + 1000, "s1", target_notional=1_000)
@@ -90,12 +92,37 @@ def test_bar_when_handled_then_only_the_watchers_symbol_keys_and_the_partition_k
     tape.signal("b", "Y", t0 + 1000, "s3", target_notional=1_000)
     engine = tape.run().engine
     level = engine.symbol
-    level.symbols_changed.clear()  # what the tape changed (a replay never asks)
-    level.ids_changed.clear()
+    level.touched(
+        item_for("bars", Bar.model_validate({**bar_fields, "ts": t0 + 1})), []
+    )  # what the tape changed, reported
 
-    bar = Bar.model_validate({"symbol": "Y", "ts": t0 + 60_000, "open": 20, "high": 21, "low": 19, "close": 20.5})
+    bar = Bar.model_validate({**bar_fields, "ts": t0 + 60_000})
     item = item_for("bars", bar)
     touched: dict[str, set[str]] = {}
     engine.chain.run([item], 0, touched)
 
     assert touched["symbol"] == {"@", symbol_key("a", "Y"), symbol_key("b", "Y")}  # no account key, not X
+    assert WATCHERS_KEY not in touched["symbol"]  # the watch list did not grow
+
+
+def test_watch_list_when_it_grows_then_its_own_key_is_touched_and_dumped_without_marks() -> None:
+    stage = SymbolStage(load_config(None))
+    stage.book("a")
+    stage.marks["X"] = (10.0, None)
+    stage._watch("a", "Y")
+
+    keys = stage.touched(Item("equity", "a", None), [])
+    dumped = dump_symbol(stage, keys)
+
+    assert keys == {"a", WATCHERS_KEY}
+    assert dumped[WATCHERS_KEY] == {"watchers": {"Y": ["a"]}}
+    assert "@" not in dumped  # marks and closes are written when a bar comes, not with the watch list
+
+
+def test_partition_snapshot_from_before_the_watch_list_key_when_loaded_then_taken_and_reported_changed() -> None:
+    fresh = SymbolStage(load_config(None))
+    load_symbol(fresh, "@", {"watchers": {"X": ["a", "b"]}, "closes": {"X": 10.0}, "marks": {"X": [10.0, 0.5]}})
+
+    assert fresh.watchers == {"X": {"a", "b"}}
+    assert fresh.marks == {"X": (10.0, 0.5)}
+    assert WATCHERS_KEY in fresh.touched(Item("equity", "a", None), [])  # stored under its own key next
