@@ -219,7 +219,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Machine: {machine.get('cpu', '?')}, {machine.get('cpus', '?')} CPUs, {machine.get('mem_gib', '?')} GiB, "
         f"{machine.get('platform', '?')}, Python {machine.get('python', '?')}; "
         f"commit {context.get('commit', '?')}{' (dirty)' if context.get('dirty') else ''}; "
-        f"batch window {context.get('batch_window_ms', '?')} ms, batch max {context.get('batch_max', '?')}.",
+        f"batch window {context.get('batch_window_ms', '?')} ms, batch max {context.get('batch_max', '?')}, "
+        f"fetch max wait {context.get('fetch_max_wait_ms', '?')} ms.",
     ]
     rows = results.get("sections", {}).get("scaling", {}).get("rows")
     if rows:
@@ -1373,6 +1374,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_at_start": load(),
         "batch_window_ms": float(os.environ.get("RISKGUARD_BATCH_WINDOW_MS", WorkerSettings.batch_window_ms)),
         "batch_max": int(os.environ.get("RISKGUARD_BATCH_MAX", WorkerSettings.batch_max)),
+        "fetch_max_wait_ms": int(os.environ.get("RISKGUARD_FETCH_MAX_WAIT_MS", WorkerSettings.fetch_max_wait_ms)),
         "partitions": args.partitions,
     }
     with contextlib.ExitStack() as stack:

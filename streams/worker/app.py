@@ -136,6 +136,7 @@ def build_app(config: Config, settings: WorkerSettings, metrics: Metrics | None 
         stream_buffer_maxsize=8192,
     )
     faust_compat.idempotent_producer(app)  # a retry after the broker comes back writes nothing twice
+    faust_compat.fetch_wait(app, settings.fetch_max_wait_ms)  # no long fetch on idle partitions holds busy ones
     if settings.store.startswith("rocksdb") and CleanStop(appdir).arm(Path(app.conf.tabledir)):
         log.warning("unclean_stop_local_tables_dropped", tabledir=str(app.conf.tabledir))
     install_faust_sensor(app, metrics.registry)

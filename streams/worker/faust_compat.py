@@ -14,6 +14,12 @@ renamed internal surface as a lost message later. What remains and why: docs/rel
   bookkeeping (`_acked`, `_acked_index`, `_gap`) it no longer needs, and resets the fetcher's read
   mark (`_read_offset`) at the seek so records fetched again are kept. `seek_to_committed` is
   public but wrapped, to learn where each partition was sought to.
+- `AIOKafkaConsumerThread._create_worker_consumer` (wrapped): Faust builds its aiokafka consumer with
+  `fetch_max_wait_ms=1500`, not a setting. aiokafka sends one fetch at a time to a broker, naming only
+  the partitions whose records were all taken; when the agents lag by more than aiokafka's backoff
+  (100 ms), a fetch went out for the idle partitions only (`market.bars` between bar times) and the
+  broker held it up to 1.5 s while `risk.sequenced` filled: the chain got nothing for ~0.6 s at a time
+  and fell behind for good (docs/performance.md, session 12). The worker's `fetch_max_wait_ms` bounds it.
 - `Producer._settings_extra` (wrapped): Faust asks aiokafka for an idempotent producer only under
   exactly-once. At least once, a batch in flight when the broker dies is sent again by the producer
   once the broker is back, and whatever the broker had already written is then on the topic twice (seen
@@ -28,6 +34,7 @@ from importlib import metadata
 from typing import Any
 
 import faust.streams
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 FAUST_VERSION = "0.15.3"
 AIOKAFKA_VERSION = "0.14.0"
@@ -49,6 +56,36 @@ def check() -> None:
             )
     if not hasattr(faust.streams, "_current_event"):
         raise IncompatibleFaust("faust.streams._current_event is missing: the tables cannot pick their partition")
+    if not hasattr(AIOKafkaConsumerThread, "_create_worker_consumer"):
+        raise IncompatibleFaust("Faust's consumer thread has no _create_worker_consumer: the fetch wait cannot be set")
+
+
+_fetch_waits: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # app -> fetch_max_wait_ms
+
+
+def _with_fetch_wait(create: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        wait = _fetch_waits.get(self.app)
+        if wait is not None:
+            if not hasattr(consumer, "_fetch_max_wait_ms"):
+                raise IncompatibleFaust("the aiokafka consumer has no _fetch_max_wait_ms: the fetch wait cannot be set")
+            consumer._fetch_max_wait_ms = wait  # read when the consumer starts its fetcher
+        return consumer
+
+    create_worker_consumer.riskguard_fetch_wait = True  # type: ignore[attr-defined]
+    return create_worker_consumer
+
+
+def fetch_wait(app: Any, wait_ms: int) -> None:
+    """The broker holds a fetch of `app`'s Faust consumer at most `wait_ms` (see the module docstring).
+
+    Called before the app starts: Faust builds its aiokafka consumer when the consumer thread starts.
+    """
+    create = AIOKafkaConsumerThread._create_worker_consumer
+    if not getattr(create, "riskguard_fetch_wait", False):
+        AIOKafkaConsumerThread._create_worker_consumer = _with_fetch_wait(create)  # type: ignore[method-assign,assignment]
+    _fetch_waits[app] = wait_ms
 
 
 def idempotent_producer(app: Any) -> None:

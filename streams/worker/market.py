@@ -32,6 +32,7 @@ class MarketAgent(PartitionedAgent):
     """Level 2 on the one partition of `market.bars`; bars with their notes go on to `risk.market`."""
 
     name = "market"
+    gathers = True  # bars come as a burst at each bar time
 
     def __init__(
         self,

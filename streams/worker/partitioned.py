@@ -106,6 +106,10 @@ class PartitionedAgent:
     """A table-backed agent: subclasses say how to restore a partition's state, apply records and dump state."""
 
     name = "agent"
+    # After a batch of more than one record, wait once, up to the batch window (`batch_window_ms`), for
+    # more: the market agent, whose bars come as a burst each bar time, so that a burst becomes a few
+    # market packets, not one per fetch (each packet rewrites every level's `@` in every partition).
+    gathers = False
 
     def __init__(
         self,
@@ -312,7 +316,9 @@ class PartitionedAgent:
         """The agent: batches of the stream, every partition's part applied and made durable as one unit."""
         self.streams[:] = [stream]
         gate = self.rt.gate
-        async for events in batches(stream, self.rt.settings.batch_max):
+        settings = self.rt.settings
+        window_s = settings.batch_window_ms / 1000.0 if self.gathers else 0.0
+        async for events in batches(stream, settings.batch_max, window_s):
             generation = gate.current()
             by_partition: dict[int, list[Any]] = {}
             for event in events:

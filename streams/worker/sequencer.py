@@ -193,6 +193,7 @@ class Sequencer:
             session_timeout_ms=int(settings.session_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3.0, settings.session_timeout_s / 3) * 1000),
             isolation_level="read_committed",
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,  # as the agents' consumer (`faust_compat.fetch_wait`)
             **kwargs,
         )
         await producer.start()

@@ -29,6 +29,7 @@ ENV = {
     "datadir": "RISKGUARD_DATADIR",
     "batch_max": "RISKGUARD_BATCH_MAX",
     "batch_window_ms": "RISKGUARD_BATCH_WINDOW_MS",
+    "fetch_max_wait_ms": "RISKGUARD_FETCH_MAX_WAIT_MS",
     "instance_id": "RISKGUARD_INSTANCE_ID",
     "session_timeout_s": "RISKGUARD_SESSION_TIMEOUT_S",
     "standby_replicas": "RISKGUARD_STANDBY_REPLICAS",
@@ -51,6 +52,11 @@ class WorkerSettings:
     datadir: str = ".cache/worker"
     batch_max: int = 2000
     batch_window_ms: float = 20.0  # the sequencer's second fetch after a crowd (docs/performance.md, session 11)
+    fetch_max_wait_ms: int = 50
+    """How long the broker may hold a fetch of the worker's consumers for data (aiokafka's 500 ms, Faust's
+    1,500 ms). A fetch names only the partitions whose last records were taken; while it waits, no other
+    fetch goes to the broker, so a long wait on idle partitions held back busy ones (docs/performance.md,
+    session 12). Bounds how long such a stall can last; an idle worker polls this often."""
     instance_id: str = ""
     """Static group membership (KIP-345): a stable id per worker, e.g. `w1`; empty = dynamic membership."""
     session_timeout_s: float = 10.0
@@ -65,6 +71,8 @@ class WorkerSettings:
             raise ValueError("store must be rocksdb:// or memory://")
         if self.partitions < 1 or self.batch_max < 1 or self.standby_replicas < 0:
             raise ValueError("partitions and batch_max must be >= 1, standby_replicas >= 0")
+        if not 1 <= self.fetch_max_wait_ms <= 1500:
+            raise ValueError("fetch_max_wait_ms must lie in [1, 1500]")
         if not 6.0 <= self.session_timeout_s <= 300.0:
             raise ValueError("session_timeout_s must lie in [6, 300] (the broker's group session bounds)")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,58 @@ def test_built_app_when_any_guarantee_then_its_producer_is_idempotent_with_acks_
     assert settings.processing_guarantee == guarantee
     extra = build_app(config, settings).producer._settings_extra()
     assert extra["enable_idempotence"] is True and extra["acks"] == "all"
+
+
+def test_built_app_when_fetch_wait_set_then_fausts_consumer_asks_the_broker_to_hold_fetches_no_longer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streams.worker.app import build_app
+
+    monkeypatch.setenv("RISKGUARD_DATADIR", str(tmp_path))
+    monkeypatch.setenv("RISKGUARD_STORE", "memory://")
+    monkeypatch.setenv("RISKGUARD_FETCH_MAX_WAIT_MS", "35")
+    config = load_config(None)
+    app = build_app(config, WorkerSettings.from_config(config))
+
+    async def built() -> int:
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)  # what Faust starts in its thread
+        try:
+            return int(consumer._fetch_max_wait_ms)
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(built()) == 35  # Faust alone asks for 1,500 ms
+
+
+def test_settings_when_fetch_wait_outside_its_bounds_then_refused() -> None:
+    with pytest.raises(ValueError, match="fetch_max_wait_ms"):
+        WorkerSettings(fetch_max_wait_ms=0)
+    with pytest.raises(ValueError, match="fetch_max_wait_ms"):
+        WorkerSettings(fetch_max_wait_ms=5000)
+
+
+@pytest.mark.parametrize(("agent", "window_s"), [("market", 0.02), ("chain", 0.0)])
+def test_agent_when_run_then_only_the_market_agent_waits_the_batch_window_for_a_burst(
+    monkeypatch: pytest.MonkeyPatch, agent: str, window_s: float
+) -> None:
+    from streams.worker import partitioned
+    from streams.worker.chain import LevelChain
+    from streams.worker.market import MarketAgent
+
+    asked: list[float] = []
+
+    async def no_batches(stream: Any, limit: int, window: float = 0.0) -> Any:
+        asked.append(window)
+        return
+        yield
+
+    monkeypatch.setattr(partitioned, "batches", no_batches)
+    cls = MarketAgent if agent == "market" else LevelChain
+    shell = object.__new__(cls)  # only `run` is exercised: the shell's state is not needed
+    shell.streams = []
+    shell.rt = type("Rt", (), {"settings": WorkerSettings(batch_window_ms=20.0), "gate": None})()
+    asyncio.run(shell.run(object()))
+    assert asked == [window_s]
 
 
 def test_idempotent_producer_when_faust_producer_lacks_the_hook_then_clear_error() -> None:
