@@ -28,7 +28,7 @@ import faust
 import structlog
 from faust.types import TP
 
-from streams.worker.faust_compat import ConsumerInternals
+from streams.worker.faust_compat import ConsumerInternals, put_local
 
 log = structlog.get_logger("riskguard.worker")
 
@@ -46,24 +46,37 @@ class DurableTable(faust.Table[Any, Any]):
     can miss the message being handed over (docs/reliability.md).
     """
 
+    KEY_CACHE = 100_000  # encoded keys kept (one per table key in use: accounts x symbols and chunks)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._raw_keys: dict[str, bytes] = {}
+
     async def put(self, producer: Any, partition: int, key: str, value: bytes) -> asyncio.Future[Any]:
-        """Write `key` to the local store (partition of the current event) and send its changelog record.
+        """Write `key` to the local store of table partition `partition` and send its changelog record.
 
         `producer` is the app's (`App.maybe_start_producer()`, taken once per batch by the caller). The
         future resolves on the broker's ack, with the record's metadata.
         """
-        self.data[key] = value
+        raw = self.changelog_key(key)
+        put_local(self.data, partition, key, raw, value)
         self.app.sensors.on_table_set(self, key, value)  # as `Table.__setitem__` (faust_table_operations_total)
         future: asyncio.Future[Any] = await producer.send(
-            self.changelog_topic.get_topic_name(), self.changelog_key(key), value, partition, None, None
+            self.changelog_topic.get_topic_name(), raw, value, partition, None, None
         )
         return future
 
     def changelog_key(self, key: str) -> bytes:
         """`key` as its changelog record's key: the bytes Faust's own changelog send gives (JSON, as the
-        restore into the store decodes it)."""
-        raw, _ = self.changelog_topic.prepare_key(key, self.key_serializer)
-        return bytes(raw)
+        restore into the store decodes it; the store keys its values the same way)."""
+        cache = self._raw_keys
+        raw = cache.get(key)
+        if raw is None:
+            if len(cache) >= self.KEY_CACHE:
+                cache.clear()
+            encoded, _ = self.changelog_topic.prepare_key(key, self.key_serializer)
+            raw = cache[key] = bytes(encoded)
+        return raw
 
     def persisted(self, partition: int, offset: int) -> None:
         """The changelog holds this table's partition `partition` up to `offset`: the local store says so,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import pytest
 
 from streams.worker.commit import durable_table
 
@@ -27,13 +28,14 @@ class _Producer:
         return done
 
 
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_put_when_values_are_written_then_local_store_and_changelog_records_as_faust_encodes_them(
-    tmp_path: Path,
+    tmp_path: Path, store: str
 ) -> None:
     app = faust.App(
         "durable-table-test",
         broker="kafka://127.0.0.1:1",
-        store="memory://",
+        store=store,
         datadir=str(tmp_path),
         key_serializer="raw",  # as the worker's app (`build_app`)
         value_serializer="raw",
@@ -58,7 +60,10 @@ def test_put_when_values_are_written_then_local_store_and_changelog_records_as_f
     assert changelog.endswith("level-symbol-changelog")
     expected = []
     for partition, key, value in writes:
-        assert table.data[key] == value
+        if store == "rocksdb://":  # in the database of its table partition, keyed as Faust's store keys it
+            assert table.data._dbs[partition].get(table.data._encode_key(key)) == value
+        else:
+            assert table.data[key] == value
         faust_key, _ = table.changelog_topic.prepare_key(key, table.key_serializer)  # what `Table.__setitem__` sends
         faust_value, _ = table.changelog_topic.prepare_value(value, table.value_serializer)
         expected.append((changelog, faust_key, faust_value, partition))
