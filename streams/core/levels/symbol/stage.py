@@ -345,9 +345,12 @@ class SymbolStage(Level):
         state = book.symbols.get(sym)
         if position is None and state is None:
             return {}  # nothing of this symbol to check or tick for the account
-        self.symbols_changed.add(symbol_key(account, sym))  # extremes, stop, cooldown or cadence may move
+        # The symbol's key is reported changed only when this bar changed it (most bars of a held symbol
+        # move no extreme and find no cadence due: nothing to store).
+        key = symbol_key(account, sym)
         rules = self.rules(account)
         if position is not None and position.qty != 0:  # a flat position has no stops and no extremes to move
+            extremes = (position.peak, position.trough)
             levels = rules.stops.for_symbol(sym)
             if l3.has_stops(levels):
                 hit = l3.check_stops(position, bar.open, bar.high, bar.low, levels)
@@ -359,13 +362,17 @@ class SymbolStage(Level):
                     l3.stop_out(state, rules.stops)
                     state.last_eval = bar.ts
                     self.stats[hit.origin] += 1
+                    self.symbols_changed.add(key)
                     return {"stop": [hit.origin, hit.price]}
             else:
                 l3.mark_extremes(position, bar.high, bar.low)
+            if (position.peak, position.trough) != extremes:
+                self.symbols_changed.add(key)
         if state is None:
             return {}
         if state.vetoed:
             l3.tick_cooldown(state, rules.stops)
+            self.symbols_changed.add(key)
             return {}
         if state.committed is None or not self._cadence_on:
             return {}
@@ -373,6 +380,7 @@ class SymbolStage(Level):
         if not due:
             return {"wait": state.committed}
         state.last_eval = bar.ts
+        self.symbols_changed.add(key)
         return {"cadence": state.committed}
 
 

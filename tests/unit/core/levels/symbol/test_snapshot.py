@@ -78,7 +78,7 @@ def test_account_snapshot_from_before_the_symbol_keys_when_loaded_then_restored_
     assert fresh.symbols_changed == {symbol_key("a", "AAPL"), symbol_key("a", "MSFT")}  # stored under their keys next
 
 
-def test_bar_when_handled_then_only_the_watchers_symbol_keys_and_the_partition_key_are_touched() -> None:
+def test_bar_when_handled_then_only_the_symbol_keys_it_changed_and_the_partition_key_are_touched() -> None:
     from schemas.inputs import Bar
     from streams.core.items import item_for
     from streams.testing import TapeBuilder
@@ -91,18 +91,17 @@ def test_bar_when_handled_then_only_the_watchers_symbol_keys_and_the_partition_k
     tape.signal("a", "Y", t0 + 1000, "s2", target_notional=1_000)
     tape.signal("b", "Y", t0 + 1000, "s3", target_notional=1_000)
     engine = tape.run().engine
-    level = engine.symbol
-    level.touched(
-        item_for("bars", Bar.model_validate({**bar_fields, "ts": t0 + 1})), []
-    )  # what the tape changed, reported
+    engine.symbol.touched(item_for("bars", Bar.model_validate({**bar_fields, "ts": t0 + 1})), [])  # the tape's
 
-    bar = Bar.model_validate({**bar_fields, "ts": t0 + 60_000})
-    item = item_for("bars", bar)
-    touched: dict[str, set[str]] = {}
-    engine.chain.run([item], 0, touched)
+    def touched_by_bar(ts: int) -> set[str]:
+        touched: dict[str, set[str]] = {}
+        engine.chain.run([item_for("bars", Bar.model_validate({**bar_fields, "ts": ts}))], 0, touched)
+        return touched["symbol"]
 
-    assert touched["symbol"] == {"@", symbol_key("a", "Y"), symbol_key("b", "Y")}  # no account key, not X
-    assert WATCHERS_KEY not in touched["symbol"]  # the watch list did not grow
+    assert touched_by_bar(t0 + 60_000) == {"@"}  # a minute on: no cadence due, no position to trail
+    due = touched_by_bar(t0 + 31 * 60_000)  # past the 30-minute cadence: both watchers' Y evaluated again
+    assert due == {"@", symbol_key("a", "Y"), symbol_key("b", "Y")}  # no account key, not X
+    assert WATCHERS_KEY not in due  # the watch list did not grow
 
 
 def test_watch_list_when_it_grows_then_its_own_key_is_touched_and_dumped_without_marks() -> None:
