@@ -46,12 +46,6 @@ class DurableTable(faust.Table[Any, Any]):
     can miss the message being handed over (docs/reliability.md).
     """
 
-    KEY_CACHE = 100_000  # encoded keys kept (one per table key in use: accounts x symbols and chunks)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._raw_keys: dict[str, bytes] = {}
-
     async def put(self, producer: Any, partition: int, key: str, value: bytes) -> asyncio.Future[Any]:
         """Write `key` to the local store of table partition `partition` and send its changelog record.
 
@@ -68,15 +62,10 @@ class DurableTable(faust.Table[Any, Any]):
 
     def changelog_key(self, key: str) -> bytes:
         """`key` as its changelog record's key: the bytes Faust's own changelog send gives (JSON, as the
-        restore into the store decodes it; the store keys its values the same way)."""
-        cache = self._raw_keys
-        raw = cache.get(key)
-        if raw is None:
-            if len(cache) >= self.KEY_CACHE:
-                cache.clear()
-            encoded, _ = self.changelog_topic.prepare_key(key, self.key_serializer)
-            raw = cache[key] = bytes(encoded)
-        return raw
+        restore into the store decodes it; the store keys its values the same way). Not cached: a cache
+        of every key written cost ~55 MiB of peak RSS in the 1,000-account bench for ~1 µs a put."""
+        raw, _ = self.changelog_topic.prepare_key(key, self.key_serializer)
+        return bytes(raw)
 
     def persisted(self, partition: int, offset: int) -> None:
         """The changelog holds this table's partition `partition` up to `offset`: the local store says so,

@@ -120,9 +120,9 @@ def put_local(store: Any, partition: int, key: str, raw_key: bytes, value: bytes
     """Write `value` under `key` (encoded: `raw_key`) to table partition `partition` of `store`.
 
     Faust's RocksDB store writes through `_set`, which finds the partition from the current event and
-    keeps an LRU index of keys to partitions (a lock and a dict write per key; ~5 % of the worker at
-    1,000 signals/s); the worker knows the partition, and reads its tables only by scanning them. The
-    memory store (tests) takes the key through its public mapping.
+    keeps an LRU index of keys to partitions (a lock and a dict write per key) and encodes the key the
+    changelog record already has: 7.8-8.3 -> 5.4 us a put in process. The worker knows the partition,
+    and reads its tables only by scanning them. The memory store (tests) takes its public mapping.
     """
     db_for_partition = getattr(store, "_db_for_partition", None)
     if db_for_partition is None:
