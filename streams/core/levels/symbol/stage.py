@@ -106,9 +106,10 @@ def seen_keys(account: str, kind: str) -> set[str]:
 
 SYMBOL_PART = "sym"
 
-WATCHERS_KEY = "@watchers"
+WATCHERS_KEY = "@|watchers"
 """The partition's watch list (who watches which symbol), apart from `@` (marks and closes, which every
-bar changes): it changes only when an account first trades or signals a symbol."""
+bar changes): it changes only when an account first trades or signals a symbol. `|` is in no account
+name (`schemas.base.Id`), so no account's key can be this one."""
 
 
 def symbol_key(account: str, sym: str) -> str:
