@@ -14,6 +14,7 @@ fails is reported and counted; every other account goes on.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -109,6 +110,8 @@ class Chain:
                 except Exception as exc:
                     if keys is not None:  # whatever the level changed before it raised is stored
                         keys.update((PARTITION_KEY,) if item.account is None else (PARTITION_KEY, item.account))
+                        with contextlib.suppress(Exception):  # and the part keys it had queued (symbols, ids)
+                            keys |= stage.touched(item, [])
                     self._failed(index, item, exc, result, contain)
                     continue
                 if out:

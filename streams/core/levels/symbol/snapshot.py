@@ -148,6 +148,8 @@ def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
     for sym, position in data.get("filled", {}).items():
         filled.setdefault(sym, load_position(position))
         stage.symbols_changed.add(symbol_key(key, sym))
+    if "symbols" in data or "filled" in data:
+        stage.symbols_changed.add(key)  # the account's own value is written again without them
     stage.books[key] = SymbolBook(
         symbols=symbols,
         filled=filled,

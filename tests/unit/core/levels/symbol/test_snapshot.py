@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+import pytest
+
 from schemas.config import load_config
 from streams.core.items import Item
 from streams.core.levels.symbol.snapshot import dump_symbol, load_symbol
@@ -75,7 +77,8 @@ def test_account_snapshot_from_before_the_symbol_keys_when_loaded_then_restored_
 
     assert fresh.books["a"].symbols == {"AAPL": newer, "MSFT": book.symbols["MSFT"]}
     assert fresh.books["a"].filled == book.filled
-    assert fresh.symbols_changed == {symbol_key("a", "AAPL"), symbol_key("a", "MSFT")}  # stored under their keys next
+    # stored under their own keys next, and the account's value again without them
+    assert fresh.symbols_changed == {symbol_key("a", "AAPL"), symbol_key("a", "MSFT"), "a"}
 
 
 def test_bar_when_handled_then_only_the_symbol_keys_it_changed_and_the_partition_key_are_touched() -> None:
@@ -125,3 +128,27 @@ def test_partition_snapshot_from_before_the_watch_list_key_when_loaded_then_take
     assert fresh.watchers == {"X": {"a", "b"}}
     assert fresh.marks == {"X": (10.0, 0.5)}
     assert WATCHERS_KEY in fresh.touched(Item("equity", "a", None), [])  # stored under its own key next
+
+
+def test_level_when_it_raises_after_changing_a_symbol_then_that_symbol_key_is_still_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from schemas.inputs import Signal
+    from streams.testing import TapeBuilder
+
+    t0 = 1_704_205_800_000
+    engine = TapeBuilder().equity("a", t0, 100_000).flat_bar("X", t0, 10.0).run().engine
+    engine.symbol.touched(Item("equity", "a", None), [])  # what the tape changed, reported
+
+    def broken(self: SymbolStage, account: str, symbol: str) -> None:
+        raise RuntimeError("after the symbol's state changed")
+
+    monkeypatch.setattr(SymbolStage, "_watch", broken)  # `_signal` calls it after it has changed X's state
+    signal = Signal.model_validate(
+        {"signal_id": "s1", "account": "a", "symbol": "X", "ts": t0 + 1000, "strategy": "t", "target_notional": 1e3}
+    )
+    touched: dict[str, set[str]] = {}
+    result = engine.chain.run([Item("signal", "a", signal)], 0, touched)
+
+    assert [f.level for f in result.failures] == ["symbol"]
+    assert symbol_key("a", "X") in touched["symbol"]  # stored with the account, not left for a later batch
