@@ -120,11 +120,11 @@ def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
             book.filled[sym] = load_position(data["filled"])
         return
     if key == WATCHERS_KEY:
-        stage.watchers = {s: set(a) for s, a in data["watchers"].items()}
+        stage.watchers = _watchers(data)
         return
     if key == PARTITION_KEY:
         if "watchers" in data:  # written before the watch list had its own key: taken, and stored there next
-            stage.watchers = {s: set(a) for s, a in data["watchers"].items()} | stage.watchers
+            stage.watchers = _watchers(data) | stage.watchers
             stage._watchers_changed = True
         stage.closes = dict(data.get("closes", {}))
         stage.marks = {s: (close, atr) for s, (close, atr) in data.get("marks", {}).items()}
@@ -162,6 +162,11 @@ def load_symbol(stage: SymbolStage, key: str, data: Snapshot) -> None:
         drift_alarm=bool(data.get("drift_alarm", False)),
         recommendations=list(data.get("recommendations", ())),
     )
+
+
+def _watchers(data: Snapshot) -> dict[str, set[str]]:
+    """The watch list of a `WATCHERS_KEY` value (or of an `@` written before it had its own key)."""
+    return {s: set(a) for s, a in data["watchers"].items()}
 
 
 def _seen_ids(data: Any) -> dict[str, int]:
